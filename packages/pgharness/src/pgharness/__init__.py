@@ -1,0 +1,34 @@
+"""pgharness: test async SQLAlchemy and FastAPI code against a real PostgreSQL.
+
+Install it and name your schema, sessionmakers and app in ``pyproject.toml``::
+
+    [tool.pytest.ini_options]
+    pgharness_schema = "myapp.models:Base"
+    pgharness_sessionmakers = ["myapp.db:SessionLocal"]
+    pgharness_app = "myapp.main:app"
+
+Every test that asks for ``async_db``, ``async_client``, ``db`` or ``client`` then
+runs inside a transaction that is rolled back afterwards, even when the code commits.
+"""
+
+from __future__ import annotations
+
+from ._errors import (
+    ConcurrentUseError,
+    ConfigurationError,
+    CrossLoopError,
+    IsolationError,
+    PgHarnessError,
+    SchemaError,
+    ServerError,
+)
+
+__all__ = [
+    "ConcurrentUseError",
+    "ConfigurationError",
+    "CrossLoopError",
+    "IsolationError",
+    "PgHarnessError",
+    "SchemaError",
+    "ServerError",
+]

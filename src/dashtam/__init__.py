@@ -1,0 +1,1 @@
+"""Dashtam: async financial-data aggregation API."""
