@@ -1,1 +1,3 @@
 """Dashtam: async financial-data aggregation API."""
+
+__version__ = "0.1.0"

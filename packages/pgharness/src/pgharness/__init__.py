@@ -22,6 +22,7 @@ from ._errors import (
     SchemaError,
     ServerError,
 )
+from ._queries import PgQueries
 
 __all__ = [
     "ConcurrentUseError",
@@ -29,6 +30,7 @@ __all__ = [
     "CrossLoopError",
     "IsolationError",
     "PgHarnessError",
+    "PgQueries",
     "SchemaError",
     "ServerError",
 ]

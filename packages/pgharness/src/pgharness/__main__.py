@@ -1,14 +1,50 @@
-"""``pgharness`` console script (``pgharness doctor``)."""
+"""``pgharness`` console script: ``pgharness doctor [--rootdir DIR]``.
+
+The doctor runs inside pytest (``pytest --pg-doctor``) so that it reads the same settings
+the tests will: ``[tool.pytest.ini_options]`` in pyproject.toml, pytest.ini, tox.ini or
+setup.cfg, the ``pythonpath`` ini key and the root ``conftest.py``.
+"""
 
 from __future__ import annotations
 
+import argparse
 import sys
+from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    print(f"pgharness: unknown command {' '.join(args)!r}; try 'pgharness doctor'", file=sys.stderr)
-    return 2
+    parser = argparse.ArgumentParser(
+        prog="pgharness",
+        description="pgharness: PostgreSQL test harness for async SQLAlchemy and FastAPI.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    doctor = commands.add_parser(
+        "doctor",
+        help="inspect the configured schema, sessionmakers and pytest-asyncio settings "
+        "for set-ups that make async database tests fail; exit status 1 if anything is found",
+    )
+    doctor.add_argument(
+        "--rootdir",
+        type=Path,
+        default=Path.cwd(),
+        help="the project directory (where pyproject.toml or pytest.ini is); default: here",
+    )
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    return run_doctor_command(args.rootdir)
+
+
+def run_doctor_command(rootdir: Path) -> int:
+    import pytest
+
+    directory = rootdir.resolve()
+    if not directory.is_dir():
+        print(f"pgharness doctor: --rootdir {directory} is not a directory", file=sys.stderr)
+        return 2
+    return int(
+        pytest.main(
+            [str(directory), "--rootdir", str(directory), "--pg-doctor", "-p", "no:cacheprovider"]
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -2,8 +2,220 @@
 
 from __future__ import annotations
 
+import pytest
+
+from ._databases import PgDatabase
+from ._errors import PgHarnessError
+from ._harness import Harness
+
 __all__: list[str] = []
 
 # [part 1: pg_database and the session-wide harness]
+
+#: Where ``pytest_configure`` keeps this process's ``Harness``.
+HARNESS_KEY = pytest.StashKey[Harness]()
+
+
+def start_or_stop(harness: Harness, session: pytest.Session) -> str | None:
+    """Start the harness; a failure stops the whole run with its one message.
+
+    A single process exits at once (``pytest.exit``, usage-error status). An xdist worker
+    cannot exit mid-run without the controller reporting a crash, so it asks the session to
+    stop and returns the message: the controller then ends the run with it, once.
+    """
+    __tracebackhide__ = True
+    try:
+        harness.start()
+    except PgHarnessError as exc:
+        message = str(exc) if str(exc).startswith("pgharness") else f"pgharness: {exc}"
+        if not hasattr(session.config, "workerinput"):
+            pytest.exit(message, returncode=pytest.ExitCode.USAGE_ERROR)
+        session.shouldstop = message
+        return message
+    return None
+
+
+@pytest.fixture(scope="session")
+def _pg_session(request: pytest.FixtureRequest) -> Harness:
+    """The session-wide harness: server, template, this worker's database, the pool."""
+    harness = request.config.stash[HARNESS_KEY]
+    failure = start_or_stop(harness, request.session)
+    if failure is not None:
+        pytest.fail(failure, pytrace=False)
+    return harness
+
+
+@pytest.fixture
+def pg_database(_pg_session: Harness, _pg_isolation: ActiveTest | None) -> PgDatabase:
+    """This worker's test database, cloned from the schema template.
+
+    ``.name`` is its name, ``.url`` a SQLAlchemy URL for asyncpg
+    (``postgresql+asyncpg://...``), ``.sync_url`` the same database for psycopg
+    (``postgresql+psycopg://...``). Names are unique per run and per xdist worker.
+
+    Example::
+
+        def test_tables_exist(pg_database):
+            engine = sqlalchemy.create_engine(pg_database.sync_url)
+            with engine.connect() as conn:
+                assert conn.scalar(text("select count(*) from users")) == 0
+    """
+    if _pg_isolation is not None:  # the test's own database under pg_isolation("database")
+        database: PgDatabase = _pg_isolation.database
+        return database
+    return _pg_session.worker_database
+
+
+__all__ += ["_pg_session", "pg_database"]
+
 # [part 2: async_db, async_client, db, client]
+
+from collections.abc import Iterator  # noqa: E402
+from typing import TYPE_CHECKING, Any  # noqa: E402
+
+from ._activation import ActiveTest, SessionState, activate  # noqa: E402
+from ._clients import HarnessTestClient, open_async_client, resolve_app  # noqa: E402
+from ._portal import BlockingSession  # noqa: E402
+
+if TYPE_CHECKING:
+    import httpx
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+
+@pytest.fixture(scope="session")
+def _pg_isolation_state() -> Iterator[SessionState]:
+    """Per session: engines, the harness loop thread for def tests, the imported app objects."""
+    state = SessionState()
+    yield state
+    state.close()
+
+
+@pytest.fixture(autouse=True)
+def _pg_isolation(request: pytest.FixtureRequest) -> Iterator[ActiveTest | None]:
+    """Isolation for tests that use a pgharness fixture or ``pg_isolation``; else nothing."""
+    with activate(request, "_pg_isolation_state") as active:
+        yield active
+
+
+def _required(active: ActiveTest | None) -> ActiveTest:
+    assert active is not None, "a pgharness fixture always activates isolation"
+    return active
+
+
+def _app_for(active: ActiveTest) -> Any:
+    name, obj = active.state.app_object(active.harness.settings.app)
+    return resolve_app(name, obj)
+
+
+@pytest.fixture
+def async_db(_pg_isolation: ActiveTest | None) -> Iterator[AsyncSession]:
+    """An ``AsyncSession`` inside the test's transaction, for ``async def`` tests.
+
+    Made by the first sessionmaker in ``pgharness_sessionmakers`` (its options kept), or a
+    plain ``AsyncSession`` when none is named. ``commit()`` releases a savepoint and
+    ``rollback()`` returns to one; everything is rolled back when the test ends. The app's
+    own sessions (``SessionLocal()``, request dependencies) join the same transaction.
+
+    Example::
+
+        async def test_signup(async_db):
+            async_db.add(User(email="a@example.com"))
+            await async_db.commit()          # visible to the app, gone after the test
+            assert await async_db.scalar(select(func.count(User.id))) == 1
+    """
+    active = _required(_pg_isolation)
+    session = active.isolation.new_session()
+    yield session
+    active.driver.run(session.close)
+
+
+@pytest.fixture
+def async_client(_pg_isolation: ActiveTest | None) -> Iterator[httpx.AsyncClient]:
+    """An ``httpx.AsyncClient`` on ``pgharness_app`` (lifespan run), in the test's transaction.
+
+    Example::
+
+        async def test_health(async_client):
+            response = await async_client.get("/health")
+            assert response.status_code == 200
+    """
+    active = _required(_pg_isolation)
+    opened = open_async_client(_app_for(active))
+    client = active.driver.run(opened.__aenter__)
+    try:
+        yield client
+    finally:
+        active.driver.run(lambda: opened.__aexit__(None, None, None))
+
+
+@pytest.fixture
+def db(_pg_isolation: ActiveTest | None) -> Iterator[BlockingSession]:
+    """A blocking session over the app's transaction, for seeding and checking in ``def`` tests.
+
+    Offers ``add``, ``add_all``, ``delete``, ``flush``, ``commit``, ``rollback``, ``refresh``,
+    ``get``, ``execute``, ``scalar``, ``scalars``; each runs on the harness loop that also runs
+    the app (``client``) and waits. Results are buffered. Lazy loads fail as in the app.
+
+    Example::
+
+        def test_list_users(client, db):
+            db.add(User(email="a@example.com"))
+            db.commit()
+            assert client.get("/users").json()["total"] == 1
+    """
+    active = _required(_pg_isolation)
+    session = BlockingSession(active.isolation.new_session(), active.state.harness_loop.portal)
+    yield session
+    session.close()
+
+
+@pytest.fixture
+def client(_pg_isolation: ActiveTest | None) -> Iterator[Any]:
+    """A Starlette/FastAPI ``TestClient`` on ``pgharness_app``, for ``def`` tests.
+
+    The app's lifespan and every request run on the harness's event-loop thread, which owns
+    the test's connection: the app's sessions join the test's transaction, and ``db`` sees
+    what requests wrote.
+
+    Example::
+
+        def test_register(client):
+            response = client.post("/api/v1/auth/register", json={...})
+            assert response.status_code == 201
+    """
+    active = _required(_pg_isolation)
+    test_client = HarnessTestClient(_app_for(active), active.state.harness_loop.portal)
+    with test_client:
+        yield test_client
+
+
+__all__ += ["_pg_isolation", "_pg_isolation_state", "async_client", "async_db", "client", "db"]
+
 # [part 3: pg_queries]
+
+from ._queries import PgQueries, recording_for  # noqa: E402
+
+
+@pytest.fixture
+def pg_queries(request: pytest.FixtureRequest) -> PgQueries:
+    """The SQL statements the test runs, on any engine (the app's included).
+
+    ``.statements`` (SQL text, in order), ``.count``, and ``with pg_queries.at_most(n):``,
+    which fails with an ``AssertionError`` listing the statements when the block runs more
+    than ``n``. Statements of the test function are counted (fixture set-up is not); the
+    harness's own BEGIN / SAVEPOINT / RELEASE / ROLLBACK never are. The marker
+    ``@pytest.mark.pg_max_queries(n)`` sets a limit for the whole test.
+
+    Example::
+
+        async def test_loans_page_has_no_n_plus_1(async_client, pg_queries):
+            with pg_queries.at_most(2):
+                response = await async_client.get("/loans")
+            assert response.status_code == 200
+    """
+    recording = recording_for(request.node)
+    assert recording is not None  # the test asked for pg_queries
+    return PgQueries(recording)
+
+
+__all__ += ["pg_queries"]

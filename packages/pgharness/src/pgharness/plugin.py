@@ -7,21 +7,229 @@ code: that happens the first time a test asks for a pgharness fixture.
 
 from __future__ import annotations
 
+from collections.abc import Generator
+from typing import Any
+
 import pytest
 
+from ._config import PGHARNESS_FIXTURES, resolve_settings
+from ._diagnostics import add_report_section, safe_explain_failure
+from ._errors import ConfigurationError
+from ._harness import Harness
+from ._names import RunIdentity
+from ._queries import enforce_max_queries, max_queries, recording_for
 from .fixtures import *  # noqa: F403  (pytest discovers fixtures in the plugin module)
+from .fixtures import HARNESS_KEY, start_or_stop
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("pgharness", "PostgreSQL test harness")
     # [part 1: server / template options]
+    group.addoption(
+        "--pg-url",
+        dest="pg_url",
+        default=None,
+        metavar="URL",
+        help="PostgreSQL server to put test databases on (any SQLAlchemy driver prefix); "
+        "beats PGHARNESS_URL and the pgharness_url ini key. Default: an embedded server.",
+    )
+    parser.addini(
+        "pgharness_url",
+        "PostgreSQL server URL (absent: start an embedded server once per run)",
+        type="string",
+        default="",
+    )
+    parser.addini(
+        "pgharness_schema",
+        "schema source: 'pkg.module:Base' (create_all) or 'alembic:path/to/alembic.ini'",
+        type="string",
+        default="",
+    )
+    parser.addini(
+        "pgharness_sessionmakers",
+        "the app's sessionmakers, one 'pkg.module:attr' per line",
+        type="linelist",
+        default=[],
+    )
+    parser.addini(
+        "pgharness_app",
+        "the ASGI app (or a zero-argument factory) as 'pkg.module:attr'",
+        type="string",
+        default="",
+    )
     # [part 2: isolation options]
     # [part 3: diagnostics options]
+    group.addoption(
+        "--pg-doctor",
+        action="store_true",
+        dest="pg_doctor",
+        default=False,
+        help="inspect the configured schema, sessionmakers and pytest-asyncio settings for "
+        "set-ups that make async database tests fail, print the findings with fixes and exit "
+        "(status 1 if anything was found) without running tests.",
+    )
     del group
 
 
 def pytest_configure(config: pytest.Config) -> None:
     # [part 1: settings checks and harness state]
+    _configure_harness(config)
     # [part 2: pg_isolation marker]
+    config.addinivalue_line(
+        "markers",
+        'pg_isolation(mode="transaction"): "transaction" (default) rolls the test\'s writes '
+        'back even when the code commits; "database" gives the test a whole database of its '
+        "own from the warm pool, with real commits and several connections.",
+    )
     # [part 3: pg_max_queries marker, doctor]
+    config.addinivalue_line(
+        "markers",
+        "pg_max_queries(n): fail the test if it runs more than n SQL statements, listing them "
+        "(the harness's own BEGIN/SAVEPOINT/RELEASE/ROLLBACK are not counted).",
+    )
     del config
+
+
+# [part 1: harness lifecycle and report lines]
+
+
+def _configure_harness(config: pytest.Config) -> None:
+    try:
+        settings = resolve_settings(
+            option_url=config.getoption("pg_url", None),
+            ini_url=str(config.getini("pgharness_url") or ""),
+            ini_schema=str(config.getini("pgharness_schema") or ""),
+            ini_sessionmakers=list(config.getini("pgharness_sessionmakers") or []),
+            ini_app=str(config.getini("pgharness_app") or ""),
+            rootpath=config.rootpath,
+        )
+    except ConfigurationError as exc:
+        if config.getoption("help", False):
+            return  # --help works whatever the settings
+        message = str(exc) if str(exc).startswith("pgharness") else f"pgharness: {exc}"
+        raise pytest.UsageError(message) from None
+    run = RunIdentity.for_process(getattr(config, "workerinput", None))
+    config.stash[HARNESS_KEY] = Harness(settings, run)
+
+
+def _is_xdist_controller(config: pytest.Config) -> bool:
+    return not hasattr(config, "workerinput") and config.getoption("dist", "no") != "no"
+
+
+def _uses_pgharness(item: pytest.Item) -> bool:
+    names = getattr(item, "fixturenames", ())
+    return any(name in PGHARNESS_FIXTURES for name in names) or (
+        item.get_closest_marker("pg_isolation") is not None
+    )
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    harness = config.stash.get(HARNESS_KEY, None)
+    if harness is None:
+        return None
+    return f"pgharness: {harness.settings.server_description()}"
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(
+    session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    # Start before the first test (so its time is not charged to that test, and the report
+    # can say what happened), but only when some test will use PostgreSQL.
+    harness = config.stash.get(HARNESS_KEY, None)
+    if harness is None or _is_xdist_controller(config):
+        return
+    if any(_uses_pgharness(item) for item in items) and start_or_stop(harness, session):
+        # An xdist worker that could not start runs nothing; the controller reports why.
+        config.hook.pytest_deselected(items=list(items))
+        items.clear()
+
+
+def pytest_report_collectionfinish(config: pytest.Config) -> str | None:
+    harness = config.stash.get(HARNESS_KEY, None)
+    return harness.status_line() if harness is not None else None
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    harness = config.stash.get(HARNESS_KEY, None)
+    if harness is not None:
+        harness.close()
+
+
+# Under xdist the workers start the server; they hand their status line (or the reason they
+# could not start) to the controller, which reports it once.
+WORKER_REPORTS_KEY = pytest.StashKey[dict[str, str]]()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    config = session.config
+    workeroutput = getattr(config, "workeroutput", None)
+    harness = config.stash.get(HARNESS_KEY, None)
+    if workeroutput is not None and harness is not None:
+        status = harness.status_line()
+        if status is not None:
+            workeroutput["pgharness_status"] = status
+        return
+    reports = config.stash.get(WORKER_REPORTS_KEY, {})
+    stopped_by_us = any(str(v).startswith("pgharness") for v in reports.values())
+    if stopped_by_us and session.exitstatus == pytest.ExitCode.INTERRUPTED:
+        session.exitstatus = pytest.ExitCode.USAGE_ERROR
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    output: dict[str, Any] = getattr(node, "workeroutput", None) or {}
+    reports = node.config.stash.setdefault(WORKER_REPORTS_KEY, {})
+    worker = str(output.get("workerid", "?"))
+    if output.get("pgharness_status"):
+        reports[f"status {worker}"] = str(output["pgharness_status"])
+    if str(output.get("shouldstop") or "").startswith("pgharness"):
+        reports[f"stop {worker}"] = str(output["shouldstop"])
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    statuses = sorted(
+        (key, line)
+        for key, line in config.stash.get(WORKER_REPORTS_KEY, {}).items()
+        if key.startswith("status ")
+    )
+    for key, line in statuses:
+        terminalreporter.write_line(line.replace("pgharness:", f"pgharness [{key[7:]}]:", 1))
+
+
+# [part 3: failure explanations, query limits, doctor]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> int | None:
+    if not config.getoption("pg_doctor", False):
+        return None
+    from ._doctor import format_findings, run_doctor
+
+    findings = run_doctor(config)
+    print(format_findings(findings), end="")
+    return 1 if findings else 0
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    recording = recording_for(item)
+    if recording is None:
+        return (yield)
+    limit = max_queries(item)
+    with recording:
+        result = yield
+    enforce_max_queries(limit, recording)
+    return result
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if call.excinfo is not None and report.failed:
+        explanation = safe_explain_failure(call.excinfo.value, item)
+        if explanation is not None:
+            add_report_section(report, explanation)
+    return report

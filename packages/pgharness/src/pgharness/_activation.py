@@ -1,0 +1,176 @@
+"""Which tests get isolation, on which loop, and the state shared by a whole test session.
+
+The autouse fixture calls ``activate`` for every test; it returns at once (no IO) unless the
+test asks for a pgharness fixture or carries ``pg_isolation``. Then the test's database side
+(``TestIsolation``) is started on the loop the test runs on: the test's own loop for
+``async def`` tests (pytest-asyncio or anyio), the harness loop thread for ``def`` tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import pytest
+
+from ._config import PGHARNESS_FIXTURES
+from ._errors import ConfigurationError
+from ._isolation import (
+    AppSessionmaker,
+    EngineCache,
+    IsolationMode,
+    TestIsolation,
+    load_sessionmakers,
+    pg_isolation,
+)
+from ._loops import LoopDriver, is_async_test, loop_driver_for_async_test
+from ._portal import HarnessLoop
+
+__all__ = ["ActiveTest", "SessionState", "activate", "wants_isolation"]
+
+_ASYNC_ONLY = {"async_db": "db", "async_client": "client"}
+_SYNC_ONLY = {"db": "async_db", "client": "async_client"}
+
+
+class _Ref(Protocol):
+    setting: str
+
+    def load(self) -> object: ...
+
+
+class _Database(Protocol):
+    @property
+    def url(self) -> str: ...
+
+    @property
+    def sync_url(self) -> str: ...
+
+
+@dataclass
+class SessionState:
+    """Per test session: engines, the harness loop thread, the imported app objects."""
+
+    engines: EngineCache = field(default_factory=EngineCache)
+    harness_loop: HarnessLoop = field(default_factory=HarnessLoop)
+    _makers: tuple[AppSessionmaker, ...] | None = None
+    _app: tuple[str, object] | None = None
+
+    def sessionmakers(self, refs: tuple[_Ref, ...]) -> tuple[AppSessionmaker, ...]:
+        if self._makers is None:
+            self._makers = load_sessionmakers([(str(ref), ref.load) for ref in refs])
+        return self._makers
+
+    def app_object(self, ref: _Ref | None) -> tuple[str, object]:
+        if ref is None:
+            raise ConfigurationError(
+                "client and async_client need the app: set pgharness_app = 'pkg.module:app' "
+                "(an ASGI app or a zero-argument factory) in [tool.pytest.ini_options]."
+            )
+        if self._app is None:
+            self._app = (str(ref), ref.load())
+        return self._app
+
+    def close(self) -> None:
+        try:
+            self.harness_loop.close()
+        finally:
+            self.engines.dispose()
+
+
+@dataclass
+class ActiveTest:
+    """A test with isolation set up: its database side and the loop that owns it."""
+
+    isolation: TestIsolation
+    driver: LoopDriver
+    is_async: bool
+    database: Any  # PgDatabase
+    state: SessionState
+    harness: Any  # Harness
+    _cleanups: list[Callable[[], None]] = field(default_factory=list)
+
+
+def wants_isolation(item: pytest.Item) -> bool:
+    names = getattr(item, "fixturenames", ())
+    return item.get_closest_marker("pg_isolation") is not None or any(
+        n in PGHARNESS_FIXTURES for n in names
+    )
+
+
+def _mode_of(item: pytest.Item) -> IsolationMode:
+    marker = item.get_closest_marker("pg_isolation")
+    if marker is None:
+        return IsolationMode.TRANSACTION
+    try:
+        return pg_isolation(*marker.args, **marker.kwargs)
+    except TypeError:
+        raise ConfigurationError(
+            f"@pytest.mark.pg_isolation{marker.args!r}: takes one argument, 'transaction' or "
+            "'database', e.g. @pytest.mark.pg_isolation(\"database\")."
+        ) from None
+
+
+def _check_style(item: pytest.Item, is_async: bool) -> None:
+    names = set(getattr(item, "fixturenames", ()))
+    wrong = _SYNC_ONLY if is_async else _ASYNC_ONLY
+    for name, instead in wrong.items():
+        if name in names:
+            kind, other = ("an async def", "def") if is_async else ("a def", "async def")
+            pytest.fail(
+                f"{item.nodeid} is {kind} test but uses {name!r}, which is for {other} tests. "
+                f"Use {instead!r} instead (or make the test {other}).",
+                pytrace=False,
+            )
+
+
+@contextlib.contextmanager
+def activate(request: pytest.FixtureRequest, state_fixture: str) -> Iterator[ActiveTest | None]:
+    """Set up the current test's isolation if it wants it; undo it afterwards."""
+    item = request.node
+    if not wants_isolation(item):
+        yield None
+        return
+    is_async = is_async_test(item)
+    _check_style(item, is_async)
+    try:
+        mode = _mode_of(item)
+    except ConfigurationError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    harness = request.getfixturevalue("_pg_session")
+    state: SessionState = request.getfixturevalue(state_fixture)
+    settings = harness.settings
+    makers = state.sessionmakers(settings.sessionmakers)
+    driver: LoopDriver = (
+        loop_driver_for_async_test(request) if is_async else state.harness_loop.driver()
+    )
+    pool = harness.pool if mode is IsolationMode.DATABASE else None
+    database = pool.acquire() if pool is not None else harness.worker_database
+    isolation = TestIsolation(
+        mode=mode,
+        url=database.url,
+        sync_url=database.sync_url,
+        makers=makers,
+        engines=state.engines,
+        loop_label=driver.label,
+        nodeid=item.nodeid,
+    )
+    problems: list[str] = []
+    try:
+        isolation.start_sync()
+        driver.run(isolation.start)
+        yield ActiveTest(isolation, driver, is_async, database, state, harness)
+    finally:
+        # Each step undoes only what was done, so this also cleans up a failed start.
+        try:
+            problems = driver.run(isolation.stop)
+        finally:
+            try:
+                isolation.stop_sync()
+            finally:
+                driver.release()
+                if pool is not None:
+                    pool.release(database)
+    if problems:
+        pytest.fail(f"{item.nodeid}: " + "\n".join(problems), pytrace=False)

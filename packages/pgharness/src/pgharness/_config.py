@@ -1,0 +1,252 @@
+"""Settings: where the server is, what the schema is, what the app and sessionmakers are.
+
+Everything here is parsing and validation of strings; nothing connects or imports application
+code. Objects named by ``pkg.module:attr`` are imported the first time they are needed, through
+``ObjectRef.load()``.
+
+Precedence: command line beats environment beats ini (``--pg-url`` > ``PGHARNESS_URL`` >
+``pgharness_url``); no URL anywhere means an embedded server started for the run.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from ._errors import ConfigurationError
+
+__all__ = [
+    "PGHARNESS_FIXTURES",
+    "AlembicSchema",
+    "MetadataSchema",
+    "ObjectRef",
+    "SchemaSource",
+    "ServerUrl",
+    "Settings",
+    "mask_url",
+    "parse_object_ref",
+    "parse_schema",
+    "parse_server_url",
+    "resolve_settings",
+]
+
+#: Fixtures whose use means "this test needs PostgreSQL": requesting any of them starts the
+#: server (or connects to it) and builds the template.
+PGHARNESS_FIXTURES: frozenset[str] = frozenset(
+    {"pg_database", "async_db", "async_client", "db", "client", "pg_queries"}
+)
+
+URL_ENV = "PGHARNESS_URL"
+URL_OPTION = "pg_url"  # dest of --pg-url
+
+UrlSource = Literal["option", "env", "ini", "default"]
+
+_OBJECT_REF = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
+_PASSWORD_IN_URL = re.compile(r"(?P<head>://[^:/@?#]*:)(?P<password>[^@/?#]*)(?P<tail>@)")
+
+
+def mask_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (safe for messages and headers)."""
+    return _PASSWORD_IN_URL.sub(lambda m: f"{m['head']}***{m['tail']}", url)
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    """A ``pkg.module:attr`` string from a setting, imported on demand."""
+
+    module: str
+    attr: str
+    setting: str
+
+    def __str__(self) -> str:
+        return f"{self.module}:{self.attr}"
+
+    def load(self) -> object:
+        """Import the module and return the attribute, or raise ``ConfigurationError``."""
+        try:
+            target: object = importlib.import_module(self.module)
+        except Exception as exc:
+            raise ConfigurationError(
+                f"{self.setting} = {str(self)!r}: importing {self.module!r} failed "
+                f"({type(exc).__name__}: {exc}). Fix: make the module importable from pytest's "
+                f"rootdir (installed, or on pythonpath) or correct {self.setting}."
+            ) from exc
+        for part in self.attr.split("."):
+            try:
+                target = getattr(target, part)
+            except AttributeError as exc:
+                raise ConfigurationError(
+                    f"{self.setting} = {str(self)!r}: module {self.module!r} has no attribute "
+                    f"{self.attr!r}. Fix: name an existing object in {self.setting}."
+                ) from exc
+        return target
+
+
+@dataclass(frozen=True)
+class MetadataSchema:
+    """``pkg.module:Base``: a ``MetaData`` or declarative base, built with ``create_all``."""
+
+    ref: ObjectRef
+
+
+@dataclass(frozen=True)
+class AlembicSchema:
+    """``alembic:path/to/alembic.ini``: built with ``alembic upgrade head``."""
+
+    ini_path: Path  # absolute (resolved against pytest's rootdir)
+    setting: str = "pgharness_schema"
+
+
+SchemaSource = MetadataSchema | AlembicSchema
+
+
+@dataclass(frozen=True)
+class ServerUrl:
+    """A user-given server URL, split into what both drivers need."""
+
+    raw: str
+    username: str | None
+    password: str | None
+    host: str | None
+    port: int | None
+    database: str | None
+    query: tuple[tuple[str, str], ...]
+
+    @property
+    def masked(self) -> str:
+        return mask_url(self.raw)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every pgharness setting, resolved and validated (no IO was done)."""
+
+    url: ServerUrl | None
+    url_source: UrlSource
+    schema: SchemaSource | None
+    sessionmakers: tuple[ObjectRef, ...]
+    app: ObjectRef | None
+    rootpath: Path
+
+    def server_description(self) -> str:
+        where = self.url.masked if self.url is not None else "embedded"
+        return f"server={where} (from {self.url_source})"
+
+
+def parse_object_ref(value: str, setting: str) -> ObjectRef:
+    text = value.strip()
+    if not _OBJECT_REF.match(text):
+        raise ConfigurationError(
+            f"{setting} = {value!r} is not of the form 'pkg.module:attr'. "
+            f"Fix: write the module path, a colon and the object's name, "
+            f"e.g. {setting} = myapp.db:SessionLocal."
+        )
+    module, attr = text.split(":", 1)
+    return ObjectRef(module=module, attr=attr, setting=setting)
+
+
+def parse_schema(value: str, rootpath: Path, setting: str = "pgharness_schema") -> SchemaSource:
+    text = value.strip()
+    if text.startswith("alembic:"):
+        path_text = text.removeprefix("alembic:").strip()
+        if not path_text:
+            raise ConfigurationError(
+                f"{setting} = {value!r} names no alembic.ini. "
+                f"Fix: {setting} = alembic:path/to/alembic.ini (relative to {rootpath})."
+            )
+        path = Path(path_text)
+        if not path.is_absolute():
+            path = rootpath / path
+        return AlembicSchema(ini_path=path, setting=setting)
+    try:
+        ref = parse_object_ref(text, setting)
+    except ConfigurationError:
+        raise ConfigurationError(
+            f"{setting} = {value!r} is neither 'pkg.module:Base' nor "
+            f"'alembic:path/to/alembic.ini'. "
+            f"Fix: name your declarative base or MetaData (e.g. myapp.models:Base), "
+            f"or your alembic.ini as alembic:alembic.ini."
+        ) from None
+    return MetadataSchema(ref=ref)
+
+
+def parse_server_url(value: str, setting: str) -> ServerUrl:
+    from sqlalchemy.engine import make_url  # only when a URL is given: keeps no-URL runs light
+    from sqlalchemy.exc import ArgumentError
+
+    text = value.strip()
+    try:
+        url = make_url(text)
+    except (ArgumentError, ValueError) as exc:
+        raise ConfigurationError(
+            f"{setting} = {mask_url(text)!r} is not a database URL. "
+            f"Fix: use the form postgresql://user:password@host:5432/dbname "
+            f"(any driver prefix such as postgresql+asyncpg:// works)."
+        ) from exc
+    if url.get_backend_name() != "postgresql":
+        raise ConfigurationError(
+            f"{setting} = {mask_url(text)!r} is not a PostgreSQL URL "
+            f"(backend {url.get_backend_name()!r}). Fix: use postgresql://user@host:5432/dbname."
+        )
+    query: list[tuple[str, str]] = []
+    for key, val in url.query.items():
+        if isinstance(val, tuple):
+            query.extend((key, v) for v in val)
+        else:
+            query.append((key, val))
+    return ServerUrl(
+        raw=text,
+        username=url.username,
+        password=url.password if url.password is None else str(url.password),
+        host=url.host,
+        port=url.port,
+        database=url.database,
+        query=tuple(query),
+    )
+
+
+def resolve_settings(
+    *,
+    option_url: str | None,
+    ini_url: str | None,
+    ini_schema: str | None,
+    ini_sessionmakers: list[str],
+    ini_app: str | None,
+    rootpath: Path,
+    environ: dict[str, str] | None = None,
+) -> Settings:
+    """Combine command line, environment and ini into validated ``Settings``.
+
+    Raises ``ConfigurationError`` naming the setting and the fix.
+    """
+    env = os.environ if environ is None else environ
+    url_source: UrlSource = "default"
+    url_text: str | None = None
+    url_setting = "pgharness_url"
+    if option_url:
+        url_text, url_source, url_setting = option_url, "option", "--pg-url"
+    elif env.get(URL_ENV):
+        url_text, url_source, url_setting = env[URL_ENV], "env", URL_ENV
+    elif ini_url:
+        url_text, url_source = ini_url, "ini"
+    url = parse_server_url(url_text, url_setting) if url_text else None
+
+    schema = parse_schema(ini_schema, rootpath) if ini_schema and ini_schema.strip() else None
+    sessionmakers = tuple(
+        parse_object_ref(line, "pgharness_sessionmakers")
+        for line in ini_sessionmakers
+        if line.strip()
+    )
+    app = parse_object_ref(ini_app, "pgharness_app") if ini_app and ini_app.strip() else None
+    return Settings(
+        url=url,
+        url_source=url_source,
+        schema=schema,
+        sessionmakers=sessionmakers,
+        app=app,
+        rootpath=rootpath,
+    )

@@ -1,0 +1,262 @@
+"""Explaining ``MissingGreenlet``: which ORM attribute did IO, why, and what fixes it.
+
+In async SQLAlchemy an attribute read that needs the database (a lazy relationship, an
+attribute expired by ``commit()``, a deferred column) cannot ``await``, so it fails with
+``greenlet_spawn has not been called``. The attribute machinery's frames still hold the
+attribute and the instance state, which tell us the attribute and the kind of load.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from ._tracebacks import Frame, frames_of, running_under, user_frame
+
+__all__ = ["explain_missing_greenlet", "is_missing_greenlet"]
+
+
+def is_missing_greenlet(exc: BaseException) -> bool:
+    # 2.0 says "can't call await_only() here", 2.1 "can't call await_() here".
+    return type(exc).__name__ == "MissingGreenlet" or "greenlet_spawn has not been called" in str(
+        exc
+    )
+
+
+class LoadKind(Enum):
+    LAZY = "lazy"
+    EXPIRED = "expired"
+    DEFERRED = "deferred"
+
+
+@dataclass(frozen=True)
+class AttributeLoad:
+    owner: str
+    key: str
+    kind: LoadKind
+    expire_on_commit: bool | None
+    expiring_listener: str | None
+    has_awaitable_attrs: bool
+    instance: object | None
+
+
+def explain_missing_greenlet(exc: BaseException, rootdir: Path | None) -> str:
+    frames = frames_of(exc.__traceback__)
+    load = _attribute_load(frames)
+    user = user_frame(frames)
+    lines: list[str] = []
+    if load is None:
+        lines.append(
+            "SQLAlchemy needed to do database IO in a plain (non-awaited) call, so it could"
+            " not run it on the event loop."
+        )
+        if user is not None:
+            lines.append(f"The call came from {user.where(rootdir)}:  {user.source_line}")
+        lines += [
+            "",
+            "How to fix it:",
+            "  - call the awaitable API: `await session.execute(...)`, `await session.get(...)`,"
+            " `await session.refresh(obj)`, `await conn.run_sync(fn)` for sync helpers;",
+            "  - attribute reads that need the database: load them in the query"
+            " (`selectinload(...)`) or `await obj.awaitable_attrs.<name>`.",
+        ]
+        return "\n".join(lines)
+
+    attribute = f"{load.owner}.{load.key}"
+    lines.append(f"Reading `{attribute}` needed a database query: {_why(load, attribute)}")
+    lines.append(
+        "In async code an attribute read cannot `await`, so SQLAlchemy raised MissingGreenlet."
+    )
+    if user is not None:
+        lines.append(f"The read happened at {user.where(rootdir)}:  {user.source_line}")
+    if running_under(frames, {"starlette", "fastapi"}):
+        accessor = _accessor(frames)
+        if accessor is not None and accessor.module.split(".", 1)[0] in {"fastapi", "pydantic"}:
+            lines.append(
+                "It happened inside the app, while FastAPI serialized the response"
+                " (response_model reads every field of the returned object)."
+            )
+        else:
+            lines.append("It happened inside the app, while handling the request.")
+    variable = _variable_name(user, load)
+    lines += ["", "How to fix it:", *_fixes(load, attribute, variable)]
+    return "\n".join(lines)
+
+
+def _why(load: AttributeLoad, attribute: str) -> str:
+    if load.kind is LoadKind.LAZY:
+        return (
+            f'`{attribute}` is a relationship with the default lazy loading (lazy="select"),'
+            " and it was not loaded by the query that fetched the object."
+        )
+    if load.kind is LoadKind.DEFERRED:
+        return f"`{attribute}` is a deferred column, not loaded by the query."
+    if load.expiring_listener is not None:
+        return (
+            f"the object's attributes were expired by the session event listener"
+            f" `{load.expiring_listener}`, which calls expire_all() (the SQLAlchemy 1.x"
+            " savepoint-restart recipe)."
+        )
+    if load.expire_on_commit:
+        return (
+            "the object was expired by `commit()`: the session has expire_on_commit=True"
+            " (SQLAlchemy's default), so every loaded attribute is discarded at commit and"
+            " the next read reloads it."
+        )
+    if load.expire_on_commit is False:
+        return (
+            "the object was expired (by `expire()`, `expire_all()`, `refresh()` or `rollback()`)."
+        )
+    return (
+        "the object was expired, most likely by `commit()` (sessions default to"
+        " expire_on_commit=True, which discards every loaded attribute at commit) or by"
+        " `expire()` / `rollback()`."
+    )
+
+
+def _variable_name(user: Frame | None, load: AttributeLoad) -> str:
+    """What the user's code calls the instance (for a fix they can paste)."""
+    if user is not None and load.instance is not None:
+        for name, value in user.frame.f_locals.items():
+            if value is load.instance:
+                return name
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", load.owner).lower()
+
+
+def _fixes(load: AttributeLoad, attribute: str, variable: str) -> list[str]:
+    awaitable = f"`await {variable}.awaitable_attrs.{load.key}`"
+    awaitable += "" if load.has_awaitable_attrs else " (add `AsyncAttrs` to your declarative Base)"
+    if load.kind is LoadKind.LAZY:
+        return [
+            f"  - load it in the query: `.options(selectinload({attribute}))`"
+            f" (or `joinedload({attribute})` for a many-to-one);",
+            f"  - or load it explicitly where needed: {awaitable};",
+            f'  - `relationship(..., lazy="raise")` on {attribute} (or `lazy="selectin"`) to'
+            " find every other place that relies on lazy loading.",
+        ]
+    if load.kind is LoadKind.DEFERRED:
+        return [
+            f"  - load it in the query: `.options(undefer({attribute}))`;",
+            f"  - or load it explicitly where needed: {awaitable};",
+            "  - `deferred(..., raiseload=True)` / `raiseload(...)` to find every other place that"
+            " reads it unloaded.",
+        ]
+    if load.expiring_listener is not None:
+        return [
+            f"  - remove the `{load.expiring_listener}` listener: in SQLAlchemy 2.x join the test's"
+            ' transaction with `join_transaction_mode="create_savepoint"` instead (pgharness\'s'
+            " isolation does this: use `async_db` / `pgharness_sessionmakers`);",
+            "  - or `await session.refresh(obj)` before reading the object again.",
+        ]
+    return [
+        "  - if the code reads objects after commit (usual in async apps), create the"
+        " sessionmaker with `async_sessionmaker(engine, expire_on_commit=False)`"
+        " (or `AsyncSession(engine, expire_on_commit=False)`);",
+        f"  - where fresh values are intended, `await session.refresh({variable})` after the"
+        " commit;",
+        f"  - or load it explicitly: {awaitable}.",
+    ]
+
+
+def _attribute_load(frames: list[Frame]) -> AttributeLoad | None:
+    access = next(
+        (
+            frame
+            for frame in frames
+            if frame.module == "sqlalchemy.orm.attributes" and frame.function in {"__get__", "get"}
+        ),
+        None,
+    )
+    if access is None:
+        return None
+    attribute: Any = access.local("self")
+    key = getattr(attribute, "key", None)
+    if not isinstance(key, str):
+        return None
+    state: Any = _state_of(access)
+    owner_class = getattr(state, "class_", None) or getattr(attribute, "class_", None)
+    owner = getattr(owner_class, "__name__", "?")
+    session: Any = getattr(state, "session", None) or _session_in_frames(frames)
+    expire_on_commit = getattr(session, "expire_on_commit", None)
+    return AttributeLoad(
+        owner=owner,
+        key=key,
+        kind=_load_kind(frames, state, key),
+        expire_on_commit=expire_on_commit if isinstance(expire_on_commit, bool) else None,
+        expiring_listener=_expiring_listener(session),
+        has_awaitable_attrs=hasattr(owner_class, "awaitable_attrs"),
+        instance=_instance_of(access, state),
+    )
+
+
+def _session_in_frames(frames: list[Frame]) -> object | None:
+    """The (sync) session the user's code was working with, when the state has let go of it."""
+    for frame in reversed(frames):
+        for value in frame.frame.f_locals.values():
+            session: object = getattr(value, "sync_session", value)
+            if type(session).__name__ == "Session" and hasattr(session, "expire_on_commit"):
+                return session
+    return None
+
+
+def _instance_of(access: Frame, state: Any) -> object | None:
+    instance = access.local("instance")
+    if instance is not None:
+        return instance
+    obj = getattr(state, "obj", None)
+    if not callable(obj):
+        return None
+    live: object | None = obj()
+    return live
+
+
+def _state_of(access: Frame) -> object | None:
+    state = access.local("state")
+    if state is not None:
+        return state
+    instance = access.local("instance")
+    return getattr(instance, "_sa_instance_state", None)
+
+
+def _load_kind(frames: list[Frame], state: Any, key: str) -> LoadKind:
+    expired_keys: set[str] = getattr(state, "expired_attributes", set())
+    if getattr(state, "expired", False) or key in expired_keys:
+        return LoadKind.EXPIRED
+    for frame in frames:
+        if frame.module == "sqlalchemy.orm.state" and frame.function == "_load_expired":
+            return LoadKind.EXPIRED
+        if frame.module == "sqlalchemy.orm.strategies":
+            strategy = type(frame.local("self")).__name__.lstrip("_")
+            if strategy == "DeferredColumnLoader":
+                return LoadKind.DEFERRED
+            if strategy == "LazyLoader":
+                return LoadKind.LAZY
+    return LoadKind.LAZY
+
+
+def _expiring_listener(session: Any) -> str | None:
+    """A session listener that expires everything at transaction end (the 1.x recipe)."""
+    dispatch = getattr(session, "dispatch", None)
+    if dispatch is None:
+        return None
+    for event_name in ("after_transaction_end", "after_transaction_create"):
+        for listener in getattr(dispatch, event_name, ()):
+            try:
+                source = inspect.getsource(listener)
+            except (OSError, TypeError):
+                continue
+            if "expire_all" in source:
+                return str(getattr(listener, "__qualname__", repr(listener)))
+    return None
+
+
+def _accessor(frames: list[Frame]) -> Frame | None:
+    """The frame that read the attribute (just outside SQLAlchemy's attribute machinery)."""
+    for index, frame in enumerate(frames):
+        if frame.module == "sqlalchemy.orm.attributes" and index > 0:
+            return frames[index - 1]
+    return None

@@ -1,0 +1,382 @@
+"""Explaining event-loop trouble: a connection used on a loop other than its own, or by two
+tasks at once.
+
+asyncpg connections belong to the event loop that opened them. pytest-asyncio (>= 1.0)
+runs each test on a loop of the test's loop scope (``function`` by default) and each async
+fixture on a loop of the fixture's loop scope, and ignores a custom ``event_loop`` fixture.
+A pooled engine, a session-scoped fixture or a session kept across tests therefore hands a
+test a connection from another (often already closed) loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import sys
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ._tracebacks import Frame, frames_of, is_library_frame, user_frame
+
+__all__ = [
+    "LoopTrouble",
+    "classify_loop_trouble",
+    "explain_loop_trouble",
+    "name_fixtures_on_other_loops",
+]
+
+
+class LoopTrouble(Enum):
+    OTHER_LOOP = "other loop"
+    CLOSED_LOOP = "closed loop"
+    BUSY_CONNECTION = "busy connection"
+    CONCURRENT_SESSION = "concurrent session"
+
+
+def classify_loop_trouble(exc: BaseException) -> LoopTrouble | None:
+    message = str(exc)
+    if "attached to a different loop" in message:
+        return LoopTrouble.OTHER_LOOP
+    if "another operation is in progress" in message:
+        return LoopTrouble.BUSY_CONNECTION
+    if "concurrent operations are not permitted" in message or (
+        type(exc).__name__ == "IllegalStateChangeError" and "already in progress" in message
+    ):
+        return LoopTrouble.CONCURRENT_SESSION
+    if isinstance(exc, RuntimeError) and "Event loop is closed" in message:
+        frames = frames_of(exc.__traceback__)
+        if any(frame.module.split(".", 1)[0] in {"sqlalchemy", "asyncpg"} for frame in frames):
+            return LoopTrouble.CLOSED_LOOP
+    return None
+
+
+@dataclass(frozen=True)
+class _Scopes:
+    test_loop_scope: str | None
+    test_loop_scope_source: str
+    other_loop_fixtures: list[tuple[str, str, str]]  # name, fixture scope, loop scope
+    ignored_event_loop: str | None
+
+
+def explain_loop_trouble(
+    exc: BaseException, trouble: LoopTrouble, item: pytest.Item, rootdir: Path | None
+) -> str:
+    frames = frames_of(exc.__traceback__)
+    engine = _engine_description(frames)
+    driver_loop = _driver_connection_loop(frames)
+    user = user_frame(frames)
+    busy = trouble is LoopTrouble.BUSY_CONNECTION
+    if busy and driver_loop is not None and driver_loop.is_closed():
+        trouble = LoopTrouble.CLOSED_LOOP
+    if trouble in {LoopTrouble.CONCURRENT_SESSION, LoopTrouble.BUSY_CONNECTION}:
+        state_change = type(exc).__name__ == "IllegalStateChangeError"
+        return _explain_concurrency(
+            trouble, frames, user, engine, driver_loop, rootdir, state_change
+        )
+
+    scopes = _scopes(item)
+    lines = [
+        "This test used a database connection that was opened on another event loop."
+        if trouble is LoopTrouble.OTHER_LOOP
+        else "This test used a database connection whose event loop is already closed"
+        " (it was opened on another loop, by an earlier test or a wider-scoped fixture).",
+        "asyncpg connections belong to the loop that opened them; "
+        + (
+            f"pytest-asyncio runs this test on a {scopes.test_loop_scope}-scoped loop"
+            f" ({scopes.test_loop_scope_source})."
+            if scopes.test_loop_scope
+            else "this test runs on a loop of its own."
+        ),
+    ]
+    if busy:
+        lines.append(
+            "asyncpg reports 'another operation is in progress' because an earlier operation on"
+            " this connection was cut off on its own loop and never finished."
+        )
+    if user is not None:
+        lines.append(f"The query was made at {user.where(rootdir)}:  {user.source_line}")
+    if engine is not None:
+        lines.append(f"The connection came from {engine}.")
+    for name, scope, loop_scope in scopes.other_loop_fixtures:
+        lines.append(
+            f"Async fixture `{name}` (scope={scope}) runs on the {loop_scope}-scoped loop, not on"
+            f" the test's {scopes.test_loop_scope}-scoped loop: connections or sessions it"
+            " creates cannot be used by the test."
+        )
+    if scopes.ignored_event_loop is not None:
+        lines.append(
+            f"`event_loop` fixture in {scopes.ignored_event_loop}: pytest-asyncio >= 1.0 ignores"
+            " it, it does not make tests share a loop."
+        )
+    lines += ["", "How to fix it:"]
+    lines.append(
+        "  - let pgharness open the connection on the test's loop: use the `async_db` /"
+        " `async_client` fixtures and name your sessionmakers in `pgharness_sessionmakers`;"
+    )
+    wider = sorted({loop_scope for _, _, loop_scope in scopes.other_loop_fixtures})
+    target = wider[0] if len(wider) == 1 else "session"
+    pooled = engine is not None and "NullPool" not in engine
+    if scopes.other_loop_fixtures or not pooled:
+        lines.append(
+            "  - or run the test on the fixtures' loop:"
+            f' `@pytest.mark.asyncio(loop_scope="{target}")` on the test, or'
+            f' `asyncio_default_test_loop_scope = "{target}"` (with'
+            f' `asyncio_default_fixture_loop_scope = "{target}"`) in [tool.pytest.ini_options];'
+        )
+        lines.append(
+            "  - or give the fixtures the test's loop:"
+            f' `@pytest_asyncio.fixture(loop_scope="{scopes.test_loop_scope or "function"}")`;'
+        )
+    if pooled or engine is None:
+        lines.append(
+            "  - for an engine shared by tests: `poolclass=NullPool` in tests, or create it in a"
+            " fixture on the test's loop and `await engine.dispose()` at teardown (a pooled"
+            " connection can never move to another loop); or run every test on one loop:"
+            ' `asyncio_default_test_loop_scope = "session"` and'
+            ' `asyncio_default_fixture_loop_scope = "session"`;'
+        )
+    if scopes.ignored_event_loop is not None:
+        lines.append("  - delete the `event_loop` fixture: it has no effect.")
+    return "\n".join(lines)
+
+
+def name_fixtures_on_other_loops(item: pytest.Item) -> str | None:
+    """For pgharness's own CrossLoopError: which of the test's fixtures run on another loop."""
+    scopes = _scopes(item)
+    if not scopes.other_loop_fixtures:
+        return None
+    lines = [
+        f"The test runs on a {scopes.test_loop_scope}-scoped loop"
+        f" ({scopes.test_loop_scope_source}); these async fixtures run on another loop:"
+    ]
+    lines += [
+        f"  - `{name}` (scope={scope}, loop scope {loop_scope})"
+        for name, scope, loop_scope in scopes.other_loop_fixtures
+    ]
+    loop_scopes = sorted({loop_scope for _, _, loop_scope in scopes.other_loop_fixtures})
+    lines.append(
+        f'Fix: `@pytest_asyncio.fixture(loop_scope="{scopes.test_loop_scope}")` on those'
+        f' fixtures, or `@pytest.mark.asyncio(loop_scope="{loop_scopes[-1]}")` on the test'
+        f' (or asyncio_default_test_loop_scope = "{loop_scopes[-1]}").'
+    )
+    return "\n".join(lines)
+
+
+def _explain_concurrency(
+    trouble: LoopTrouble,
+    frames: list[Frame],
+    user: Frame | None,
+    engine: str | None,
+    driver_loop: asyncio.AbstractEventLoop | None,
+    rootdir: Path | None,
+    state_change: bool,
+) -> str:
+    subject = "one AsyncSession" if trouble is LoopTrouble.CONCURRENT_SESSION else "one connection"
+    lines = [
+        f"Two operations ran at the same time on {subject}. A session and its connection serve"
+        " one task at a time: the second operation started before the first finished.",
+    ]
+    if trouble is LoopTrouble.BUSY_CONNECTION:
+        lines.append(
+            "asyncpg's 'another operation is in progress' means a query was sent while another"
+            " query on the same connection had not completed."
+        )
+    if state_change:
+        lines.append(
+            "SQLAlchemy refused a state change (such as close() or commit()) on the session while"
+            " another of its operations was still in progress: typically a fixture closing the"
+            " session while a task started by the test (asyncio.gather, create_task) still runs."
+        )
+    session_name = _shared_object_name(frames)
+    if session_name is not None:
+        lines.append(f"The shared object: {session_name}")
+    spawner = _concurrency_site(frames, rootdir)
+    if spawner is not None:
+        lines.append(f"Concurrency started at {spawner}")
+    if user is not None:
+        lines.append(f"The failing operation: {user.where(rootdir)}:  {user.source_line}")
+    for task in _other_tasks(driver_loop):
+        lines.append(f"A task still running on that loop: {task}.")
+    if engine is not None:
+        lines.append(f"The connection came from {engine}.")
+    lines += [
+        "",
+        "How to fix it:",
+        "  - await the operations one after another instead of `asyncio.gather(...)` /"
+        " `create_task(...)` over one session;",
+        "  - or give each concurrent task its own session: `async with SessionLocal() as s:`"
+        ' inside the task (with pgharness, `pg_isolation("database")` gives the test a real'
+        " pool for code that needs several connections);",
+        "  - await or cancel background tasks before the test (or the request) ends.",
+    ]
+    return "\n".join(lines)
+
+
+def _scopes(item: pytest.Item) -> _Scopes:
+    test_scope, source = _test_loop_scope(item)
+    fixture_default = _ini(item.config, "asyncio_default_fixture_loop_scope")
+    others: list[tuple[str, str, str]] = []
+    fixture_info: Any = getattr(item, "_fixtureinfo", None)
+    name2defs: dict[str, Any] = getattr(fixture_info, "name2fixturedefs", {}) or {}
+    for name, defs in name2defs.items():
+        if not defs:
+            continue
+        fixturedef = defs[-1]
+        func = fixturedef.func
+        if not (inspect.iscoroutinefunction(func) or inspect.isasyncgenfunction(func)):
+            continue
+        # pytest-asyncio's rule: the fixture's own loop_scope, else the ini default
+        # ("fixture-scope" meaning the fixture's scope), else the fixture's scope.
+        default = fixturedef.scope if fixture_default == "fixture-scope" else fixture_default
+        loop_scope = getattr(func, "_loop_scope", None) or default or fixturedef.scope
+        if test_scope is not None and loop_scope != test_scope:
+            others.append((name, str(fixturedef.scope), str(loop_scope)))
+    return _Scopes(test_scope, source, others, _ignored_event_loop(item))
+
+
+def _test_loop_scope(item: pytest.Item) -> tuple[str | None, str]:
+    marker = item.get_closest_marker("asyncio")
+    if marker is not None:
+        marked = marker.kwargs.get("loop_scope") or marker.kwargs.get("scope")
+        if marked:
+            return str(marked), f'@pytest.mark.asyncio(loop_scope="{marked}")'
+    default = _ini(item.config, "asyncio_default_test_loop_scope")
+    if default:
+        return default, f'asyncio_default_test_loop_scope = "{default}"'
+    if "pytest_asyncio" in sys.modules:
+        return "function", "pytest-asyncio's default"
+    return None, ""
+
+
+def _ini(config: pytest.Config, name: str) -> str | None:
+    try:
+        value = config.getini(name)
+    except ValueError:
+        return None
+    return str(value) if value else None
+
+
+def _ignored_event_loop(item: pytest.Item) -> str | None:
+    manager: Any = getattr(item.session, "_fixturemanager", None)
+    try:
+        defs = manager.getfixturedefs("event_loop", item) or ()
+    except (AttributeError, TypeError):
+        return None
+    for fixturedef in defs:
+        func = fixturedef.func
+        if getattr(func, "__module__", "").startswith("pytest_asyncio"):
+            continue
+        try:
+            filename = inspect.getsourcefile(func) or "?"
+            lineno = inspect.getsourcelines(func)[1]
+        except (OSError, TypeError):
+            return "a conftest"
+        return f"{_relative(Path(filename), item.config.rootpath)}:{lineno}"
+    return None
+
+
+def _relative(path: Path, rootdir: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(rootdir.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _engine_description(frames: list[Frame]) -> str | None:
+    for frame in frames:
+        if frame.module != "sqlalchemy.engine.base":
+            continue
+        engine: Any = getattr(frame.local("self"), "engine", None)
+        if engine is None:
+            continue
+        url = engine.url.render_as_string(hide_password=True)
+        pool = type(engine.pool).__name__
+        where = _global_name_of(engine)
+        named = f"engine `{where}`" if where else "an engine"
+        note = (
+            "; a pool keeps connections open after the loop that opened them ends"
+            if pool != "NullPool"
+            else ""
+        )
+        return f"{named} ({url}, pool {pool}{note})"
+    return None
+
+
+def _global_name_of(engine: Any) -> str | None:
+    """`module:attr` of a module-level variable holding the engine (or its AsyncEngine)."""
+    for module_name, module in list(sys.modules.items()):
+        namespace = getattr(module, "__dict__", None)
+        filename = getattr(module, "__file__", None) or ""
+        if namespace is None or "site-packages" in filename or not filename:
+            continue
+        for attr, value in list(namespace.items()):
+            if value is engine or getattr(value, "sync_engine", None) is engine:
+                return f"{module_name}:{attr}"
+    return None
+
+
+def _driver_connection_loop(frames: list[Frame]) -> asyncio.AbstractEventLoop | None:
+    for frame in frames:
+        if frame.module.startswith("asyncpg"):
+            loop = getattr(frame.local("self"), "_loop", None)
+            if isinstance(loop, asyncio.AbstractEventLoop):
+                return loop
+        if frame.module.startswith("sqlalchemy.dialects.postgresql.asyncpg"):
+            adapted: Any = frame.local("self") or frame.local("adapt_connection")
+            driver = getattr(adapted, "_connection", None)
+            loop = getattr(driver, "_loop", None)
+            if isinstance(loop, asyncio.AbstractEventLoop):
+                return loop
+    return None
+
+
+def _shared_object_name(frames: list[Frame]) -> str | None:
+    """Name the AsyncSession used concurrently, as the user's code calls it."""
+    shared: object | None = None
+    for frame in frames:
+        if frame.module == "sqlalchemy.ext.asyncio.session":
+            shared = frame.local("self")
+            break
+    if shared is None:
+        return None
+    for frame in frames:
+        if is_library_frame(frame):
+            continue
+        for name, value in frame.frame.f_locals.items():
+            if value is shared:
+                return (
+                    f"the AsyncSession `{name}` in {frame.function}()"
+                    f" ({Path(frame.filename).name}:{frame.lineno})"
+                )
+    return "an AsyncSession"
+
+
+_SPAWNERS = ("gather(", "create_task(", "ensure_future(", "TaskGroup", "as_completed(", "wait(")
+
+
+def _concurrency_site(frames: list[Frame], rootdir: Path | None) -> str | None:
+    for frame in frames:
+        if is_library_frame(frame):
+            continue
+        line = frame.source_line
+        if any(spawner in line for spawner in _SPAWNERS):
+            return f"{frame.where(rootdir)}:  {line}"
+    return None
+
+
+def _other_tasks(loop: asyncio.AbstractEventLoop | None) -> list[str]:
+    if loop is None or loop.is_closed():
+        return []
+    described: list[str] = []
+    for task in asyncio.all_tasks(loop):
+        if task.done():
+            continue
+        coro: Any = task.get_coro()
+        frame = getattr(coro, "cr_frame", None)
+        where = f" at {Path(frame.f_code.co_filename).name}:{frame.f_lineno}" if frame else ""
+        described.append(f"{getattr(coro, '__qualname__', task.get_name())}(){where}")
+    return described[:5]

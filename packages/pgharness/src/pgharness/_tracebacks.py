@@ -1,0 +1,151 @@
+"""Reading a failed test's exception: the chain of causes and the frames it passed through.
+
+The diagnostics only ever read what the exception already carries (its traceback frames
+and their locals), so a passing test never reaches this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import linecache
+import sysconfig
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType, TracebackType
+
+__all__ = [
+    "Frame",
+    "describe",
+    "frames_of",
+    "is_library_frame",
+    "iter_exceptions",
+    "running_under",
+    "user_frame",
+]
+
+# Packages whose frames are machinery between the user's code and the database: the
+# "line of user code" is the innermost frame outside them.
+_LIBRARY_PACKAGES = frozenset(
+    {
+        "_pytest",
+        "anyio",
+        "asyncio",
+        "asyncpg",
+        "concurrent",
+        "contextlib",
+        "fastapi",
+        "functools",
+        "greenlet",
+        "httpcore",
+        "httpx",
+        "pgharness",
+        "pluggy",
+        "psycopg",
+        "pydantic",
+        "pydantic_core",
+        "pytest",
+        "pytest_asyncio",
+        "sqlalchemy",
+        "starlette",
+        "threading",
+    }
+)
+_STDLIB = Path(sysconfig.get_paths()["stdlib"]).resolve()
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One traceback entry: the live frame and the line it was at."""
+
+    frame: FrameType
+    lineno: int
+
+    @property
+    def module(self) -> str:
+        return str(self.frame.f_globals.get("__name__", ""))
+
+    @property
+    def function(self) -> str:
+        return self.frame.f_code.co_name
+
+    @property
+    def filename(self) -> str:
+        return self.frame.f_code.co_filename
+
+    @property
+    def source_line(self) -> str:
+        return linecache.getline(self.filename, self.lineno).strip()
+
+    def local(self, name: str) -> object | None:
+        return self.frame.f_locals.get(name)
+
+    def where(self, rootdir: Path | None = None) -> str:
+        path = Path(self.filename)
+        if rootdir is not None:
+            with contextlib.suppress(ValueError):
+                path = path.resolve().relative_to(rootdir.resolve())
+        return f"{path}:{self.lineno}"
+
+
+def iter_exceptions(exc: BaseException) -> Iterator[BaseException]:
+    """The exception, its causes and contexts, and the members of exception groups.
+
+    Exceptions raised inside an app reach the test re-raised or wrapped (Starlette and
+    anyio wrap them in groups); the interesting one may be anywhere in that tree.
+    """
+    seen: set[int] = set()
+    pending = [exc]
+    while pending:
+        current = pending.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        if isinstance(current, BaseExceptionGroup):
+            pending.extend(current.exceptions)
+        if current.__cause__ is not None:
+            pending.append(current.__cause__)
+        if current.__context__ is not None:
+            pending.append(current.__context__)
+
+
+def frames_of(tb: TracebackType | None) -> list[Frame]:
+    """The traceback's frames, outermost first."""
+    frames: list[Frame] = []
+    while tb is not None:
+        frames.append(Frame(tb.tb_frame, tb.tb_lineno))
+        tb = tb.tb_next
+    return frames
+
+
+def is_library_frame(frame: Frame) -> bool:
+    top_package = frame.module.split(".", 1)[0]
+    if top_package in _LIBRARY_PACKAGES or frame.filename.startswith("<"):
+        return True
+    path = Path(frame.filename)
+    if "site-packages" in path.parts:
+        return False
+    try:
+        path.resolve().relative_to(_STDLIB)
+    except ValueError:
+        return False
+    return True
+
+
+def user_frame(frames: list[Frame]) -> Frame | None:
+    """The innermost frame that belongs to the user's code (test, service or app)."""
+    for frame in reversed(frames):
+        if not is_library_frame(frame):
+            return frame
+    return None
+
+
+def describe(value: object) -> str:
+    """A short, safe rendering of an object for a message."""
+    text = repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def running_under(frames: list[Frame], packages: set[str]) -> bool:
+    return any(frame.module.split(".", 1)[0] in packages for frame in frames)

@@ -1,0 +1,212 @@
+"""The databases layer: per-run clones, the warm pool, and what the harness may touch."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from conftest import EXTERNAL_URL, database_names, postgres_running_in, run_dirs
+from pgharness._config import resolve_settings
+from pgharness._harness import Harness
+from pgharness._names import RunIdentity, advisory_key
+from pgharness._server import runtime_base
+
+MODELS = """
+from sqlalchemy import Integer
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+class Base(DeclarativeBase):
+    pass
+
+class Item(Base):
+    __tablename__ = "pool_items"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+"""
+
+
+@pytest.fixture
+def external_harness(tmp_path: Path) -> Iterator[Harness]:
+    (tmp_path / "pool_models.py").write_text(MODELS)
+    sys.path.insert(0, str(tmp_path))
+    settings = resolve_settings(
+        option_url=EXTERNAL_URL,
+        ini_url=None,
+        ini_schema="pool_models:Base",
+        ini_sessionmakers=[],
+        ini_app=None,
+        rootpath=tmp_path,
+    )
+    harness = Harness(settings, RunIdentity.for_process(None))
+    yield harness
+    harness.close()
+    sys.path.remove(str(tmp_path))
+    sys.modules.pop("pool_models", None)
+
+
+def _tables(sync_url: str) -> list[str]:
+    with psycopg.connect(sync_url.replace("postgresql+psycopg://", "postgresql://")) as conn:
+        rows = conn.execute("select tablename from pg_tables where schemaname = 'public'")
+        return [str(r[0]) for r in rows]
+
+
+def test_pool_hands_out_fresh_clones_fast_and_drops_them(
+    external_harness: Harness, admin: psycopg.Connection[tuple[object, ...]]
+) -> None:
+    pool = external_harness.pool
+    first = pool.acquire()  # the first may wait for the pool to fill
+    pool.release(first)
+
+    handed_out = []
+    timings = []
+    for _ in range(8):
+        assert pool.wait_filled()  # the time a test body gives the pool to refill
+        started = time.perf_counter()
+        database = pool.acquire()
+        timings.append(time.perf_counter() - started)
+        handed_out.append(database)
+        assert _tables(database.sync_url) == ["pool_items"]
+        pool.release(database)
+
+    names = [d.name for d in handed_out]
+    assert len(set(names)) == len(names), "every hand-out is a database nobody used"
+    assert all(n.startswith(f"pgh_{external_harness.run.run_id}_main_p") for n in names)
+    print("median hand-out ms", statistics.median(timings) * 1000)
+    assert statistics.median(timings) < 0.005
+    external_harness.close()
+    left = database_names(admin, f"pgh_{external_harness.run.run_id}%")
+    assert left == set(), "closing the harness drops every clone it made"
+
+
+def test_repr_masks_the_password() -> None:
+    from pgharness._databases import PgDatabase
+
+    database = PgDatabase(
+        name="pgh_0123456789_main",
+        url="postgresql+asyncpg://me:s3cret@db/pgh_0123456789_main",
+        sync_url="postgresql+psycopg://me:s3cret@db/pgh_0123456789_main",
+    )
+
+    assert "s3cret" not in repr(database)
+    assert "pgh_0123456789_main" in repr(database)
+
+
+def test_foreign_databases_are_never_touched(
+    project: pytest.Pytester, admin: psycopg.Connection[tuple[object, ...]]
+) -> None:
+    suffix = uuid.uuid4().hex[:6]
+    foreign = [f"pghforeign_{suffix}", f"pgh_legacy_{suffix}", f"pgh_tpl_not_ours_{suffix}"]
+    for name in foreign:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        project.makepyfile("def test_it(pg_database):\n    pass\n")
+        result = project.runpytest_subprocess(f"--pg-url={EXTERNAL_URL}")
+        result.assert_outcomes(passed=1)
+        assert set(foreign) <= database_names(admin)
+    finally:
+        for name in foreign:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+
+
+BLOCKING_TEST = """
+    import json, os
+
+    def test_blocks(pg_database, _pg_session):
+        pooled = _pg_session.pool.acquire()
+        with open(os.environ["READY_FIFO"], "w") as ready:
+            ready.write(json.dumps({"database": pg_database.name, "pooled": pooled.name,
+                                    "url": pg_database.sync_url}))
+        with open(os.environ["GO_FIFO"]) as go:
+            go.read()
+"""
+
+
+class BlockedRun:
+    """A pytest run in a subprocess, stopped inside a test until released or killed."""
+
+    def __init__(self, project: pytest.Pytester, *args: str) -> None:
+        self.ready = project.path / f"ready-{uuid.uuid4().hex[:6]}"
+        self.go = project.path / f"go-{uuid.uuid4().hex[:6]}"
+        os.mkfifo(self.ready)
+        os.mkfifo(self.go)
+        env = {**os.environ, "READY_FIFO": str(self.ready), "GO_FIFO": str(self.go)}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "pytest", "-p", "no:randomly", "-p", "no:cacheprovider", *args],
+            cwd=project.path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        with open(self.ready) as ready:  # blocks until the test is inside its body
+            self.info: dict[str, str] = json.loads(ready.read())
+
+    def kill(self) -> None:
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+    def release(self) -> str:
+        with open(self.go, "w") as go:
+            go.write("go")
+        out, _ = self.process.communicate(timeout=120)
+        return out.decode()
+
+
+def test_external_server_recovers_from_a_killed_run_but_spares_a_live_one(
+    project: pytest.Pytester, admin: psycopg.Connection[tuple[object, ...]]
+) -> None:
+    project.makepyfile(test_block=BLOCKING_TEST)
+    killed = BlockedRun(project, f"--pg-url={EXTERNAL_URL}")
+    killed.kill()
+    leftovers = {killed.info["database"], killed.info["pooled"]}
+    assert leftovers <= database_names(admin), "a SIGKILL leaves its databases behind"
+    # Wait until the server has noticed the dead client (its session locks are released).
+    run_key = advisory_key("run", killed.info["database"].split("_")[1])
+    admin.execute("SELECT pg_advisory_lock(%s)", (run_key,))
+    admin.execute("SELECT pg_advisory_unlock(%s)", (run_key,))
+
+    live = BlockedRun(project, f"--pg-url={EXTERNAL_URL}")  # the next run, still going
+    assert not (leftovers & database_names(admin)), "the next run drops a dead run's databases"
+    project.makepyfile(test_other="def test_other(pg_database):\n    pass\n")
+    concurrent = project.runpytest_subprocess(f"--pg-url={EXTERNAL_URL}", "test_other.py")
+
+    concurrent.assert_outcomes(passed=1)
+    assert {live.info["database"], live.info["pooled"]} <= database_names(admin), (
+        "a run still going is spared"
+    )
+    assert live.info["database"] != killed.info["database"]
+    assert "1 passed" in live.release()
+    assert live.info["database"] not in database_names(admin)
+
+
+def test_embedded_server_of_a_killed_run_is_stopped_and_removed_by_the_next(
+    project: pytest.Pytester,
+) -> None:
+    project.makepyfile(test_block=BLOCKING_TEST)
+    killed = BlockedRun(project)
+    killed.kill()
+    dead = set(run_dirs())
+    query = killed.info["url"].split("host=")[-1]
+    killed_dir = Path(query.replace("%2F", "/"))
+    assert killed_dir.name in dead
+    assert postgres_running_in(killed_dir), "a SIGKILL leaves the server running"
+    postmaster = int((killed_dir / "data" / "postmaster.pid").read_text().split()[0])
+    project.makepyfile(test_block="def test_after(pg_database):\n    pass\n")
+
+    after = project.runpytest_subprocess()
+
+    after.assert_outcomes(passed=1)
+    assert not killed_dir.exists()
+    assert killed_dir.name not in run_dirs()
+    assert runtime_base() == killed_dir.parent
+    with pytest.raises(ProcessLookupError):
+        os.kill(postmaster, 0)

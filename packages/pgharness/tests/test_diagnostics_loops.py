@@ -1,0 +1,198 @@
+"""Loop trouble explained: a connection from another loop, or one session used concurrently.
+
+The projects reproduce the troubleshooting guide's attempt 1 (a session-scoped ``event_loop``
+fixture, which pytest-asyncio >= 1.0 ignores, with a pooled engine), attempt 2 (``NullPool``
+with a session-scoped async fixture) and an ``asyncio.gather`` over one ``AsyncSession``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from _diagnostics_project import pgharness_section, run, scratch_database, write_project
+from _isolation_project import make_project
+
+
+@pytest.fixture(scope="module")
+def database_url() -> Iterator[str]:
+    with scratch_database() as url:
+        yield url
+
+
+def test_pooled_engine_with_ignored_event_loop_fixture(
+    pytester: pytest.Pytester, database_url: str
+) -> None:
+    write_project(
+        pytester,
+        database_url,
+        conftest="""
+            import asyncio
+
+            import pytest
+            import pytest_asyncio
+            from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+
+            engine = create_async_engine("DATABASE_URL")
+
+
+            @pytest.fixture(scope="session")
+            def event_loop():
+                loop = asyncio.new_event_loop()
+                yield loop
+                loop.close()
+
+
+            @pytest_asyncio.fixture
+            async def session():
+                async with AsyncSession(engine) as session:
+                    yield session
+        """,
+        test_queries="""
+            from sqlalchemy import text
+
+
+            async def test_first(session):
+                assert await session.scalar(text("select 1")) == 1
+
+
+            async def test_second(session):
+                assert await session.scalar(text("select 2")) == 2
+
+
+            async def test_third(session):
+                assert await session.scalar(text("select 3")) == 3
+        """,
+    )
+    result = run(pytester)
+    result.assert_outcomes(passed=1, failed=2)
+    # The originals are still shown...
+    result.stdout.fnmatch_lines(["*got Future*attached to a different loop*"])
+    result.stdout.fnmatch_lines(["*another operation is in progress*"])
+    # ...each followed by its explanation.
+    section = pgharness_section(result)
+    assert "This test used a database connection that was opened on another event loop" in section
+    assert "function-scoped loop" in section
+    assert "engine `conftest:engine`" in section
+    assert "pool AsyncAdaptedQueuePool" in section
+    assert "`event_loop` fixture in conftest.py:" in section
+    assert "pytest-asyncio >= 1.0 ignores it" in section
+    assert "poolclass=NullPool" in section
+    assert "await engine.dispose()" in section
+    # The third test's "another operation is in progress" is the same trouble, not concurrency.
+    assert "an earlier operation on this connection was cut off on its own loop" in section
+    assert "test_queries.py:13" in section
+
+
+def test_session_scoped_fixture_is_named_with_the_loop_scope_fix(
+    pytester: pytest.Pytester, database_url: str
+) -> None:
+    write_project(
+        pytester,
+        database_url,
+        conftest="""
+            import pytest_asyncio
+            from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+            from sqlalchemy.pool import NullPool
+
+            engine = create_async_engine("DATABASE_URL", poolclass=NullPool)
+
+
+            @pytest_asyncio.fixture(scope="session", loop_scope="session")
+            async def shared_session():
+                async with AsyncSession(engine) as session:
+                    await session.connection()
+                    yield session
+        """,
+        test_shared="""
+            from sqlalchemy import text
+
+
+            async def test_uses_the_shared_session(shared_session):
+                assert await shared_session.scalar(text("select 1")) == 1
+        """,
+    )
+    result = run(pytester)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*attached to a different loop*"])
+    section = pgharness_section(result)
+    assert (
+        "Async fixture `shared_session` (scope=session) runs on the session-scoped loop" in section
+    )
+    assert "not on the test's function-scoped loop" in section
+    assert "pool NullPool" in section
+    assert '@pytest.mark.asyncio(loop_scope="session")' in section
+    assert 'asyncio_default_test_loop_scope = "session"' in section
+    assert '@pytest_asyncio.fixture(loop_scope="function")' in section
+
+
+def test_gather_over_one_session_is_named_as_concurrent_use(
+    pytester: pytest.Pytester, database_url: str
+) -> None:
+    write_project(
+        pytester,
+        database_url,
+        conftest="""
+            import pytest_asyncio
+            from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+            from sqlalchemy.pool import NullPool
+
+            engine = create_async_engine("DATABASE_URL", poolclass=NullPool)
+
+
+            @pytest_asyncio.fixture
+            async def session():
+                async with AsyncSession(engine) as session:
+                    yield session
+        """,
+        test_gather="""
+            import asyncio
+            from sqlalchemy import text
+
+
+            async def count(session, n):
+                return await session.scalar(text(f"select {n}"))
+
+
+            async def test_counts_in_parallel(session):
+                results = await asyncio.gather(count(session, 1), count(session, 2))
+                assert results == [1, 2]
+        """,
+    )
+    result = run(pytester)
+    assert result.ret != 0
+    result.stdout.fnmatch_lines(["*concurrent operations are not permitted*"])
+    section = pgharness_section(result)
+    assert "Two operations ran at the same time on one AsyncSession" in section
+    assert "the AsyncSession `session` in test_counts_in_parallel()" in section
+    assert "Concurrency started at test_gather.py:10:" in section
+    assert "asyncio.gather(count(session, 1), count(session, 2))" in section
+    assert "give each concurrent task its own session" in section
+
+
+def test_cross_loop_error_names_the_fixture_on_the_other_loop(pytester: pytest.Pytester) -> None:
+    make_project(pytester, "asyncio_mode = auto\nasyncio_default_fixture_loop_scope = function")
+    pytester.makepyfile(
+        """
+        import pytest
+
+        import myapp
+
+        @pytest.fixture
+        async def seeded(async_db):
+            await myapp.create_user("seed@example.com")
+
+        @pytest.mark.asyncio(loop_scope="module")
+        async def test_on_the_module_loop(seeded):
+            pass
+        """
+    )
+    result = pytester.runpytest("-p", "no:randomly")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*CrossLoopError*"])
+    section = pgharness_section(result)
+    assert 'The test runs on a module-scoped loop (@pytest.mark.asyncio(loop_scope="module"))' in (
+        section
+    )
+    assert "`seeded` (scope=function, loop scope function)" in section
+    assert '@pytest_asyncio.fixture(loop_scope="module")' in section

@@ -1,0 +1,272 @@
+"""Transaction isolation: the app's commits and rollbacks stay inside the test."""
+
+from __future__ import annotations
+
+import pytest
+from _isolation_project import make_project
+
+ASYNC = """
+asyncio_mode = auto
+asyncio_default_fixture_loop_scope = function
+"""
+
+
+def test_commit_and_integrity_error_stay_inside_the_test(pytester: pytest.Pytester) -> None:
+    make_project(pytester, ASYNC)
+    pytester.makepyfile(
+        """
+        import pytest
+        from sqlalchemy import func, select
+        from sqlalchemy.exc import IntegrityError
+
+        import myapp
+
+        async def test_service_commits_are_visible_in_the_test(async_db):
+            await myapp.create_user("a@example.com")
+            await myapp.create_user("b@example.com")
+            assert await async_db.scalar(select(func.count(myapp.User.id))) == 2
+
+        async def test_rollback_after_integrity_error_keeps_seeded_rows(async_db):
+            async_db.add(myapp.User(email="seed@example.com"))
+            await async_db.commit()
+            async with myapp.SessionLocal() as session:
+                session.add(myapp.User(email="seed@example.com"))
+                with pytest.raises(IntegrityError):
+                    await session.commit()
+                await session.rollback()
+                session.add(myapp.User(email="other@example.com"))
+                await session.commit()
+            emails = set(await async_db.scalars(select(myapp.User.email)))
+            assert emails == {"seed@example.com", "other@example.com"}
+
+        async def test_nothing_was_left_behind(async_db):
+            assert await myapp.count_users() == 0
+            assert await async_db.scalar(select(func.count(myapp.User.id))) == 0
+        """
+    )
+    result = pytester.runpytest("-p", "no:randomly")
+    result.assert_outcomes(passed=3)
+
+
+def test_sessionmakers_keep_their_options_and_are_restored_exactly(
+    pytester: pytest.Pytester,
+) -> None:
+    make_project(pytester, ASYNC)
+    pytester.makepyfile(
+        """
+        import pytest
+        from sqlalchemy.ext.asyncio import AsyncConnection
+
+        import myapp
+
+        ORIGINAL_KW = myapp.SessionLocal.kw
+        SNAPSHOT = dict(ORIGINAL_KW)
+
+        async def test_sessions_are_bound_to_the_test_connection(async_db):
+            first, second = myapp.SessionLocal(), myapp.SessionLocal()
+            assert first is not second and first is not async_db
+            for session in (first, second, async_db):
+                assert isinstance(session.bind, AsyncConnection)
+                assert session.bind is async_db.bind
+                assert session.sync_session.expire_on_commit is False
+                assert session.info == {"app": "myapp"}
+            await first.close()
+            await second.close()
+
+        def test_kw_is_the_original_dict_again():
+            assert myapp.SessionLocal.kw is ORIGINAL_KW
+            assert myapp.SessionLocal.kw == SNAPSHOT
+            assert myapp.SessionLocal.kw["bind"] is myapp.engine
+        """
+    )
+    result = pytester.runpytest("-p", "no:randomly")
+    result.assert_outcomes(passed=2)
+
+
+def test_the_marker_alone_rebinds_the_sessionmakers(pytester: pytest.Pytester) -> None:
+    make_project(pytester, ASYNC)
+    pytester.makepyfile(
+        """
+        import pytest
+
+        import myapp
+
+        @pytest.mark.pg_isolation
+        async def test_async_service_without_fixtures():
+            await myapp.create_user("a@example.com")
+            assert await myapp.count_users() == 1
+
+        @pytest.mark.pg_isolation("transaction")
+        async def test_and_it_was_rolled_back():
+            assert await myapp.count_users() == 0
+        """
+    )
+    result = pytester.runpytest("-p", "no:randomly")
+    result.assert_outcomes(passed=2)
+
+
+def test_unknown_isolation_names_the_valid_values(pytester: pytest.Pytester) -> None:
+    make_project(pytester, ASYNC)
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.pg_isolation("savepoint")
+        async def test_it(async_db):
+            pass
+        """
+    )
+    result = pytester.runpytest()
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*pg_isolation('savepoint')*'transaction', 'database'*"])
+
+
+def test_committing_the_connection_itself_fails_and_commits_nothing(
+    pytester: pytest.Pytester,
+) -> None:
+    make_project(pytester, ASYNC)
+    pytester.makepyfile(
+        """
+        import pytest
+        from sqlalchemy import text
+
+        import myapp
+        from pgharness import IsolationError
+
+        async def test_commit_of_the_connection(async_db):
+            await myapp.create_user("a@example.com")
+            connection = await async_db.connection()
+            await connection.commit()
+
+        async def test_commit_statement(async_db):
+            await myapp.create_user("b@example.com")
+            with pytest.raises(IsolationError, match="would end the test's outer transaction"):
+                await async_db.execute(text("COMMIT"))
+
+        async def test_nothing_was_committed(async_db):
+            assert await myapp.count_users() == 0
+        """
+    )
+    result = pytester.runpytest("-p", "no:randomly")
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(
+        ["*IsolationError*commit() was called on the test's connection itself*"]
+    )
+
+
+def test_a_task_left_running_on_the_connection_fails_its_test(pytester: pytest.Pytester) -> None:
+    make_project(pytester, ASYNC)
+    pytester.makepyfile(
+        """
+        import asyncio
+
+        import myapp
+
+        async def test_forgets_a_task(async_db):
+            started = asyncio.Event()
+
+            async def writer():
+                await myapp.count_users()
+                started.set()
+                await asyncio.Event().wait()  # never finishes
+
+            asyncio.get_running_loop().create_task(writer(), name="forgotten-writer")
+            await started.wait()
+
+        async def test_next_test_is_clean(async_db):
+            assert await myapp.count_users() == 0
+        """
+    )
+    result = pytester.runpytest("-p", "no:randomly")
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(["*forgotten-writer*still running on the test's database*"])
+
+
+def test_use_from_another_loop_is_refused_before_the_driver_sees_it(
+    pytester: pytest.Pytester,
+) -> None:
+    make_project(pytester, ASYNC)
+    pytester.makepyfile(
+        """
+        import asyncio
+        import threading
+
+        import pytest
+        from sqlalchemy import func, select
+
+        import myapp
+        from pgharness import CrossLoopError
+
+        async def test_other_loop(async_db):
+            errors = []
+
+            def in_another_loop():
+                try:
+                    asyncio.run(myapp.count_users())
+                except BaseException as exc:
+                    errors.append(exc)
+
+            thread = threading.Thread(target=in_another_loop)
+            thread.start()
+            thread.join()
+            assert len(errors) == 1 and isinstance(errors[0], CrossLoopError), errors
+            message = str(errors[0])
+            assert "pytest-asyncio function-scoped loop" in message
+            assert "loop_scope" in message
+            # The statement never reached asyncpg: the connection still works.
+            await myapp.create_user("a@example.com")
+            assert await async_db.scalar(select(func.count(myapp.User.id))) == 1
+        """
+    )
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=1)
+
+
+def test_database_isolation_gives_a_real_pool_of_its_own(pytester: pytest.Pytester) -> None:
+    make_project(pytester, ASYNC)
+    pytester.makepyfile(
+        """
+        import asyncio
+
+        import pytest
+        from sqlalchemy import text
+        from sqlalchemy.ext.asyncio import AsyncEngine
+
+        import myapp
+
+        names = {}
+
+        @pytest.mark.pg_isolation("database")
+        async def test_two_connections_see_each_others_commits(pg_database, async_db):
+            names["first"] = pg_database.name
+            assert isinstance(myapp.SessionLocal.kw["bind"], AsyncEngine)
+            assert "join_transaction_mode" not in myapp.SessionLocal.kw
+            engine = myapp.SessionLocal.kw["bind"]
+            async with engine.connect() as one, engine.connect() as two:
+                assert await one.scalar(text("select current_database()")) == pg_database.name
+                await one.execute(text("insert into users (email) values ('one@example.com')"))
+                await one.commit()
+                assert await two.scalar(text("select count(*) from users")) == 1
+                # Both at once: a real pool, not one shared connection.
+                pids = await asyncio.gather(
+                    one.scalar(text("select pg_backend_pid()")),
+                    two.scalar(text("select pg_backend_pid()")),
+                )
+                assert pids[0] != pids[1]
+            await myapp.create_user("two@example.com")
+            assert await myapp.count_users() == 2
+
+        @pytest.mark.pg_isolation("database")
+        def test_def_test_gets_another_fresh_database(pg_database, client, db):
+            names["second"] = pg_database.name
+            assert names["second"] != names["first"]
+            assert client.get("/users/count").json() == {"count": 0}
+            assert client.post("/users", json={"email": "c@example.com"}).status_code == 201
+
+        async def test_transaction_tests_use_the_worker_database(pg_database, async_db):
+            assert pg_database.name not in names.values()
+            assert await myapp.count_users() == 0
+        """
+    )
+    result = pytester.runpytest("-p", "no:randomly")
+    result.assert_outcomes(passed=3)

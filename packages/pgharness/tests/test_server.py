@@ -1,0 +1,107 @@
+"""The server layer: embedded PostgreSQL per run, or the server a URL names."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from conftest import EXTERNAL_URL, database_names, run_dirs
+
+CHECK_DATABASE = """
+    import psycopg
+
+    def test_connects_to_its_own_database(pg_database):
+        url = pg_database.sync_url.replace("postgresql+psycopg://", "postgresql://")
+        with psycopg.connect(url) as conn:
+            name = conn.execute("select current_database()").fetchone()[0]
+            fsync = conn.execute("show fsync").fetchone()[0]
+        assert name == pg_database.name
+        assert pg_database.url.startswith("postgresql+asyncpg://")
+        print("DATABASE", name, "FSYNC", fsync)
+"""
+
+
+def test_embedded_server_starts_once_tuned_and_is_gone_after_the_run(
+    project: pytest.Pytester,
+) -> None:
+    project.makepyfile(CHECK_DATABASE)
+    before = run_dirs()
+
+    result = project.runpytest_subprocess("-s", "-p", "no:randomly")
+
+    result.assert_outcomes(passed=1)
+    result.stdout.re_match_lines([r"pgharness: server=embedded \(from default\)"])
+    result.stdout.re_match_lines(
+        [r"pgharness: embedded PostgreSQL 1\d\.\d+ at /\S+; template pgh_tpl_[0-9a-f]{16} built"]
+    )
+    result.stdout.fnmatch_lines(["*DATABASE pgh_*_main FSYNC off*"])
+    assert run_dirs() <= before, "the run's server directory must be removed at the end"
+
+
+def test_external_url_is_used_and_its_databases_dropped_after_the_run(
+    project: pytest.Pytester, admin: object
+) -> None:
+    project.makepyfile(CHECK_DATABASE)
+
+    result = project.runpytest_subprocess("-s", "-p", "no:randomly", f"--pg-url={EXTERNAL_URL}")
+
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines([f"pgharness: server={EXTERNAL_URL} (from option)"])
+    match = re.search(r"DATABASE (pgh_\w+) FSYNC", result.stdout.str())
+    assert match is not None
+    assert match[1] not in database_names(admin)  # type: ignore[arg-type]
+
+
+def test_url_from_environment_with_any_driver_prefix(
+    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project.makepyfile(CHECK_DATABASE)
+    monkeypatch.setenv(
+        "PGHARNESS_URL", EXTERNAL_URL.replace("postgresql://", "postgresql+asyncpg://")
+    )
+
+    result = project.runpytest_subprocess("-p", "no:randomly")
+
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["pgharness: server=postgresql+asyncpg://*(from env)"])
+
+
+def test_a_run_without_pgharness_fixtures_starts_nothing_and_imports_no_app_code(
+    project: pytest.Pytester,
+) -> None:
+    project.makeini("[pytest]\npgharness_schema = exploding_models:Base\n")
+    project.makepyfile(
+        exploding_models="raise RuntimeError('application code was imported')",
+        test_plain="def test_plain():\n    assert 1 + 1 == 2\n",
+    )
+    before = run_dirs()
+
+    result = project.runpytest_subprocess("-p", "no:randomly")
+
+    result.assert_outcomes(passed=1)
+    assert "application code was imported" not in result.stdout.str()
+    assert "embedded PostgreSQL" not in result.stdout.str()
+    assert run_dirs() <= before
+
+
+def test_xdist_workers_share_one_server_with_a_database_each(project: pytest.Pytester) -> None:
+    project.makepyfile(
+        """
+        import os, pytest
+
+        @pytest.mark.parametrize("n", range(6))
+        def test_worker_database(pg_database, n):
+            print("WORKER", os.environ["PYTEST_XDIST_WORKER"], pg_database.name,
+                  pg_database.url.split("?")[-1])
+        """
+    )
+
+    result = project.runpytest_subprocess("-n", "2", "-p", "no:randomly", "-rP")
+
+    result.assert_outcomes(passed=6)
+    seen = re.findall(r"WORKER (gw\d) (pgh_\w+) (\S+)", result.stdout.str())
+    by_worker = {worker: name for worker, name, _ in seen}
+    assert len(by_worker) == 2, seen
+    assert len(set(by_worker.values())) == 2, "each worker needs its own database"
+    assert all(name.endswith(f"_{worker}") for worker, name in by_worker.items())
+    assert len({where for _, _, where in seen}) == 1, "workers must share one server"

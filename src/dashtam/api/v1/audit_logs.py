@@ -1,0 +1,33 @@
+"""``/providers/{id}/audit-logs``: what happened to a provider's connection."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter
+
+from dashtam.api.deps import CurrentUser, SessionDep
+from dashtam.api.v1.pagination import PageParam, SizeParam
+from dashtam.schemas.audit import AuditLogPublic, AuditLogsPublic
+from dashtam.services import audit as audit_service
+
+router = APIRouter(prefix="/providers/{provider_id}/audit-logs", tags=["audit"])
+
+
+@router.get("")
+async def list_audit_logs(
+    session: SessionDep,
+    user: CurrentUser,
+    provider_id: uuid.UUID,
+    page: PageParam = 1,
+    size: SizeParam = 50,
+) -> AuditLogsPublic:
+    items, total = await audit_service.list_audit_logs(
+        session=session, user=user, provider_id=provider_id, page=page, size=size
+    )
+    return AuditLogsPublic(
+        items=[AuditLogPublic.model_validate(row) for row in items],
+        total=total,
+        page=page,
+        size=size,
+    )

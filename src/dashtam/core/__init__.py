@@ -1,0 +1,1 @@
+"""Foundations every other layer builds on: settings, database, security, crypto, errors."""

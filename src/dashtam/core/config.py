@@ -1,0 +1,182 @@
+"""Dashtam's settings, read from the environment (``DASHTAM_*`` and ``DATABASE_URL``).
+
+Example::
+
+    DASHTAM_ENV=production DATABASE_URL=postgresql://app@db/dashtam \\
+    DASHTAM_SECRET_KEY=... DASHTAM_ENCRYPTION_KEYS=k2:BASE64,k1:BASE64 dashtam serve
+
+In development, missing secrets are generated once and kept in ``.dashtam/``; in production a
+missing database URL, secret key or encryption key stops the start with a message naming it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import AliasChoices, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    TEST = "test"
+    PRODUCTION = "production"
+
+
+class ConfigurationError(RuntimeError):
+    """Settings that cannot run: the message names the setting and the fix."""
+
+
+_DEV_SECRETS_FILE = "dev-secrets.json"
+_WEAK_SECRETS = {"", "changeme", "change-me", "secret", "dev", "development"}
+
+
+def new_encryption_key() -> str:
+    """A fresh 256-bit AES key, base64 encoded as ``DASHTAM_ENCRYPTION_KEYS`` expects."""
+    return base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DASHTAM_", extra="ignore")
+
+    env: Environment = Environment.DEVELOPMENT
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "database_url")
+    )
+    data_dir: Path = Path(".dashtam")
+    secret_key: str | None = None
+    # "kid:base64key,kid:base64key"; the first one encrypts, every one decrypts.
+    encryption_keys: str | None = None
+    public_url: str = "http://127.0.0.1:8000"
+    migrate_on_start: bool = True
+
+    access_token_minutes: int = Field(default=15, ge=1)
+    refresh_token_days: int = Field(default=14, ge=1)
+    # argon2id cost (RFC 9106 "second recommended" by default: 64 MiB, 3 passes).
+    password_hash_time_cost: int = Field(default=3, ge=1)
+    password_hash_memory_kib: int = Field(default=65_536, ge=8)
+    authorization_state_seconds: int = Field(default=600, ge=1)
+
+    sandbox_access_token_seconds: int = Field(default=600, ge=1)
+    sandbox_refresh_token_seconds: int = Field(default=86_400, ge=1)
+    sandbox_code_seconds: int = Field(default=120, ge=1)
+
+    schwab_client_id: str | None = None
+    schwab_client_secret: str | None = None
+    schwab_authorize_url: str = "https://api.schwabapi.com/v1/oauth/authorize"
+    schwab_token_url: str = "https://api.schwabapi.com/v1/oauth/token"
+
+    @model_validator(mode="after")
+    def _production_needs_real_secrets(self) -> Settings:
+        if self.env is not Environment.PRODUCTION:
+            return self
+        missing = []
+        if not self.database_url:
+            missing.append("DATABASE_URL (e.g. postgresql://user:password@host/dashtam)")
+        if not self.secret_key or self.secret_key.strip().lower() in _WEAK_SECRETS:
+            missing.append("DASHTAM_SECRET_KEY (a random string of 32+ characters)")
+        elif len(self.secret_key) < 32:
+            missing.append("DASHTAM_SECRET_KEY (too short: use 32+ random characters)")
+        if not self.encryption_keys:
+            missing.append("DASHTAM_ENCRYPTION_KEYS (e.g. k1:<base64 of 32 random bytes>)")
+        if missing:
+            raise ValueError(
+                "DASHTAM_ENV=production refuses to start without: " + "; ".join(missing)
+            )
+        return self
+
+    @property
+    def async_database_url(self) -> str:
+        """``database_url`` spelled for SQLAlchemy's asyncpg driver."""
+        return to_asyncpg_url(self.database_url or _FALLBACK_DATABASE_URL)
+
+    @property
+    def signing_key(self) -> str:
+        if self.secret_key is None:  # filled in by get_settings() outside production
+            raise ConfigurationError("DASHTAM_SECRET_KEY is not set")
+        return self.secret_key
+
+    @property
+    def keyring_spec(self) -> str:
+        if self.encryption_keys is None:
+            raise ConfigurationError("DASHTAM_ENCRYPTION_KEYS is not set")
+        return self.encryption_keys
+
+
+_FALLBACK_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/dashtam"
+
+
+def to_asyncpg_url(url: str) -> str:
+    """Accept the usual spellings (``postgres://``, ``postgresql+psycopg://``) for asyncpg."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ConfigurationError("DATABASE_URL must look like postgresql://user@host/dbname")
+    if scheme in {"postgres", "postgresql"} or scheme.startswith("postgresql+"):
+        return f"postgresql+asyncpg://{rest}"
+    raise ConfigurationError(
+        f"DATABASE_URL must be a PostgreSQL URL (postgresql://...), not {scheme}://"
+    )
+
+
+def load_dev_secrets(data_dir: Path) -> dict[str, str]:
+    """Development secrets, generated on first use and kept beside the embedded database."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / _DEV_SECRETS_FILE
+    fresh = {
+        "secret_key": secrets.token_urlsafe(48),
+        "encryption_keys": f"dev1:{new_encryption_key()}",
+    }
+    try:
+        # O_EXCL: several workers starting at once agree on the first writer's secrets.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        loaded: dict[str, str] = json.loads(path.read_text())
+        return loaded
+    with os.fdopen(fd, "w") as handle:
+        json.dump(fresh, handle)
+    return fresh
+
+
+def build_settings(**overrides: Any) -> Settings:
+    """Settings from the environment with missing development/test secrets filled in."""
+    try:
+        settings = Settings(**overrides)
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        raise ConfigurationError(_first_message(exc)) from None
+    if settings.secret_key and settings.encryption_keys:
+        return settings
+    if settings.env is Environment.TEST:
+        generated = {
+            "secret_key": secrets.token_urlsafe(48),
+            "encryption_keys": f"test1:{new_encryption_key()}",
+        }
+    else:
+        generated = load_dev_secrets(settings.data_dir)
+    return settings.model_copy(
+        update={
+            "secret_key": settings.secret_key or generated["secret_key"],
+            "encryption_keys": settings.encryption_keys or generated["encryption_keys"],
+        }
+    )
+
+
+def _first_message(exc: ValueError) -> str:
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        for error in errors():
+            message = str(error.get("msg", ""))
+            return message.removeprefix("Value error, ")
+    return str(exc)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings (read once)."""
+    return build_settings()

@@ -1,0 +1,202 @@
+"""Errors as RFC 9457 ``application/problem+json``.
+
+Hierarchy::
+
+    ProblemError                  any error a client should see, with its HTTP status
+    ├── BadRequestError           400
+    ├── UnauthorizedError         401 (adds WWW-Authenticate: Bearer)
+    ├── NotFoundError             404 (also for things that exist but are not yours)
+    ├── ConflictError             409
+    ├── UnprocessableError        422 (with ``errors`` naming the offending fields)
+    ├── TooManyRequestsError      429 (adds Retry-After)
+    ├── BadGatewayError           502 (an upstream provider failed)
+    └── ServiceUnavailableError   503
+
+Services raise these; ``install_problem_handlers`` turns them, FastAPI's validation errors,
+Starlette's HTTP errors and anything unexpected into problem documents. Bodies never echo
+request input, so a password sent in a bad request is never reflected.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+_RESERVED = frozenset({"type", "title", "status", "detail", "instance"})
+_log = logging.getLogger("dashtam.errors")
+_TITLES = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Content",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+}
+
+
+class ProblemError(Exception):
+    status: int = 500
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        title: str | None = None,
+        headers: dict[str, str] | None = None,
+        **extensions: Any,
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.title = title or _TITLES.get(self.status, "Error")
+        self.headers = headers or {}
+        self.extensions = extensions
+
+
+class BadRequestError(ProblemError):
+    status = 400
+
+
+class UnauthorizedError(ProblemError):
+    status = 401
+
+    def __init__(self, detail: str = "Authentication required", **kwargs: Any) -> None:
+        kwargs.setdefault("headers", {"WWW-Authenticate": "Bearer"})
+        super().__init__(detail, **kwargs)
+
+
+class NotFoundError(ProblemError):
+    status = 404
+
+
+class ConflictError(ProblemError):
+    status = 409
+
+
+class UnprocessableError(ProblemError):
+    status = 422
+
+
+class TooManyRequestsError(ProblemError):
+    status = 429
+
+    def __init__(self, detail: str, *, retry_at: datetime, retry_after: int, **kwargs: Any) -> None:
+        super().__init__(
+            detail,
+            headers={"Retry-After": str(max(retry_after, 1))},
+            retry_at=retry_at.isoformat(),
+            **kwargs,
+        )
+
+
+class BadGatewayError(ProblemError):
+    status = 502
+
+
+class ServiceUnavailableError(ProblemError):
+    status = 503
+
+
+def problem_response(
+    status: int,
+    detail: str | None = None,
+    *,
+    title: str | None = None,
+    instance: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extensions: Any,
+) -> JSONResponse:
+    """An RFC 9457 response; ``extensions`` become extra members (never type/title/status)."""
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": title or _TITLES.get(status, "Error"),
+        "status": status,
+    }
+    if detail:
+        body["detail"] = detail
+    if instance:
+        body["instance"] = instance
+    body.update({k: v for k, v in extensions.items() if k not in _RESERVED})
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
+
+
+async def _on_problem(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ProblemError)
+    return problem_response(
+        exc.status,
+        exc.detail,
+        title=exc.title,
+        instance=request.url.path,
+        headers=exc.headers,
+        **{k: v for k, v in exc.extensions.items() if k not in _RESERVED},
+    )
+
+
+async def _on_validation(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {
+            "loc": [str(part) for part in error.get("loc", ())],
+            "msg": error.get("msg", ""),
+            "type": error.get("type", ""),
+        }
+        for error in exc.errors()
+    ]
+    return problem_response(
+        422,
+        "The request has invalid fields: see errors.",
+        instance=request.url.path,
+        errors=errors,
+    )
+
+
+async def _on_http(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    detail: str | None = exc.detail if isinstance(exc.detail, str) else None
+    if detail == _TITLES.get(exc.status_code):
+        detail = None
+    return problem_response(
+        exc.status_code, detail, instance=request.url.path, headers=dict(exc.headers or {})
+    )
+
+
+async def _on_database_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DBAPIError)
+    sqlstate = str(getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", "") or "")
+    if sqlstate.startswith("22"):
+        # Input that slipped past validation and that PostgreSQL cannot store (e.g. a NUL byte).
+        _log.warning("database refused input on %s %s", request.method, request.url.path)
+        return problem_response(
+            422, "The request holds a value the database cannot store.", instance=request.url.path
+        )
+    if exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError):
+        _log.warning("database unavailable on %s %s", request.method, request.url.path)
+        return problem_response(503, "The database is unavailable.", instance=request.url.path)
+    return await _on_unexpected(request, exc)
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    _log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return problem_response(500, "An unexpected error occurred.", instance=request.url.path)
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ProblemError, _on_problem)
+    app.add_exception_handler(RequestValidationError, _on_validation)
+    app.add_exception_handler(StarletteHTTPException, _on_http)
+    app.add_exception_handler(DBAPIError, _on_database_error)
+    app.add_exception_handler(Exception, _on_unexpected)

@@ -1,0 +1,154 @@
+"""Passwords, access tokens, opaque tokens and signed values.
+
+- passwords: argon2id (``argon2-cffi``), rehashed when parameters change;
+- access tokens: short-lived HS256 JWTs carrying the user id;
+- opaque tokens (refresh tokens, authorization codes): random, stored only as SHA-256;
+- signed values (the OAuth ``state``): JWTs with their own audience and expiry.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import lru_cache
+from typing import Any
+
+import jwt
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+from dashtam.core.clock import utcnow
+from dashtam.core.config import get_settings
+
+_ALGORITHM = "HS256"
+_ACCESS_AUDIENCE = "dashtam:access"
+
+
+class InvalidTokenError(ValueError):
+    """A token that is malformed, tampered with, expired or meant for something else."""
+
+
+@lru_cache(maxsize=1)
+def _hasher() -> PasswordHasher:
+    """argon2id with the configured cost (hashes record their parameters, so cost can change)."""
+    settings = get_settings()
+    return PasswordHasher(
+        time_cost=settings.password_hash_time_cost,
+        memory_cost=settings.password_hash_memory_kib,
+        parallelism=1,
+    )
+
+
+@lru_cache(maxsize=1)
+def _dummy_hash() -> str:
+    # Verified against when the email is unknown, so both paths cost one argon2 verification.
+    return _hasher().hash("dashtam-no-such-user")
+
+
+def hash_password(password: str) -> str:
+    return _hasher().hash(password)
+
+
+def verify_password(password: str, password_hash: str | None) -> bool:
+    """True when ``password`` matches; spends the same effort when there is no hash."""
+    try:
+        matched = _hasher().verify(password_hash or _dummy_hash(), password)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
+    return matched and password_hash is not None
+
+
+def password_needs_rehash(password_hash: str) -> bool:
+    """True when the hash was made with other parameters than the configured ones."""
+    try:
+        return _hasher().check_needs_rehash(password_hash)
+    except InvalidHashError:
+        return True
+
+
+def new_opaque_token(nbytes: int = 32) -> str:
+    return secrets.token_urlsafe(nbytes)
+
+
+def hash_opaque_token(token: str) -> str:
+    """SHA-256 suffices: opaque tokens carry 256 random bits, unlike passwords."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class AccessToken:
+    token: str
+    expires_in: int
+
+
+def create_access_token(*, user_id: uuid.UUID, secret: str, lifetime: timedelta) -> AccessToken:
+    now = utcnow()
+    claims = {
+        "sub": str(user_id),
+        "aud": _ACCESS_AUDIENCE,
+        "iat": now,
+        "exp": now + lifetime,
+        "jti": uuid.uuid4().hex,
+    }
+    token = jwt.encode(claims, secret, algorithm=_ALGORITHM)
+    return AccessToken(token=token, expires_in=int(lifetime.total_seconds()))
+
+
+def decode_access_token(token: str, *, secret: str) -> uuid.UUID:
+    claims = _decode(token, secret=secret, audience=_ACCESS_AUDIENCE)
+    try:
+        return uuid.UUID(str(claims["sub"]))
+    except (KeyError, ValueError) as exc:
+        raise InvalidTokenError("access token has no valid subject") from exc
+
+
+def sign_value(claims: dict[str, Any], *, secret: str, audience: str, expires_at: datetime) -> str:
+    """A compact signed value binding ``claims`` to ``audience`` until ``expires_at``."""
+    payload = {**claims, "aud": audience, "iat": utcnow(), "exp": expires_at}
+    return jwt.encode(payload, secret, algorithm=_ALGORITHM)
+
+
+def unsign_value(token: str, *, secret: str, audience: str) -> dict[str, Any]:
+    return _decode(token, secret=secret, audience=audience)
+
+
+def _decode(token: str, *, secret: str, audience: str) -> dict[str, Any]:
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            secret,
+            algorithms=[_ALGORITHM],
+            audience=audience,
+            options={"require": ["exp", "aud"]},
+        )
+    except jwt.ExpiredSignatureError as exc:
+        raise InvalidTokenError("token has expired") from exc
+    except jwt.PyJWTError as exc:
+        raise InvalidTokenError("token is invalid") from exc
+    return claims
+
+
+def derive_secret(secret: str, purpose: str) -> str:
+    """A secret for ``purpose`` derived from the main secret key (HMAC-SHA256)."""
+    digest = hmac.new(secret.encode(), purpose.encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+def pkce_pair() -> tuple[str, str]:
+    """A PKCE ``(code_verifier, code_challenge)`` for the S256 method (RFC 7636)."""
+    verifier = secrets.token_urlsafe(48)
+    return verifier, pkce_challenge(verifier)
+
+
+def pkce_challenge(verifier: str) -> str:
+    digest = hashlib.sha256(verifier.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+def constant_time_equals(a: str, b: str) -> bool:
+    return hmac.compare_digest(a.encode(), b.encode())

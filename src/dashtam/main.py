@@ -1,0 +1,67 @@
+"""The ASGI application: ``create_app()`` and the module-level ``app``.
+
+Run it with ``dashtam serve`` (which also provides a database in development) or any ASGI
+server: ``uvicorn dashtam.main:app``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI
+
+from dashtam import __version__
+from dashtam.api.health import router as health_router
+from dashtam.api.sandbox import router as sandbox_router
+from dashtam.api.v1 import api_router
+from dashtam.core import db
+from dashtam.core.config import Environment, get_settings
+from dashtam.core.errors import install_problem_handlers
+
+_log = logging.getLogger("dashtam")
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings = get_settings()
+    if (
+        settings.env is Environment.DEVELOPMENT
+        and settings.migrate_on_start
+        and settings.database_url
+    ):
+        from dashtam.migrate import upgrade_to_head
+
+        # Alembic runs its own event loop: give it a thread.
+        await asyncio.to_thread(upgrade_to_head, settings.database_url)
+    try:
+        yield
+    finally:
+        # Pooled connections belong to this loop; the next start may run on another one.
+        await db.engine.dispose()
+
+
+def create_app() -> FastAPI:
+    settings = get_settings()
+    app = FastAPI(
+        title="Dashtam",
+        version=__version__,
+        summary="Connect brokerage providers over OAuth 2.0; tokens encrypted, refreshed, audited.",
+        lifespan=_lifespan,
+    )
+    install_problem_handlers(app)
+    app.include_router(health_router)
+    app.include_router(api_router)
+    app.include_router(sandbox_router)
+    # The sandbox is reached in-process (real HTTP semantics, no socket needed).
+    app.state.provider_transports = {
+        "sandbox": httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    }
+    _log.debug("Dashtam app created (env=%s)", settings.env.value)
+    return app
+
+
+app = create_app()

@@ -1,0 +1,27 @@
+"""Dashtam's tables. ``Base.metadata`` holds them all (the migrations are their source)."""
+
+from dashtam.models.audit import AuditLog
+from dashtam.models.base import Base
+from dashtam.models.provider import (
+    AuthorizationState,
+    ConnectionStatus,
+    Provider,
+    ProviderConnection,
+    ProviderToken,
+)
+from dashtam.models.sandbox import SandboxAuthorizationCode, SandboxRefreshToken
+from dashtam.models.user import AuthRefreshToken, User
+
+__all__ = [
+    "AuditLog",
+    "AuthRefreshToken",
+    "AuthorizationState",
+    "Base",
+    "ConnectionStatus",
+    "Provider",
+    "ProviderConnection",
+    "ProviderToken",
+    "SandboxAuthorizationCode",
+    "SandboxRefreshToken",
+    "User",
+]

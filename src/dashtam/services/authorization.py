@@ -1,0 +1,390 @@
+"""Connecting a provider over OAuth 2.0, keeping its tokens fresh, and disconnecting it.
+
+Tokens are sealed with the keyring before they reach the database; the ``state`` handed to
+the browser is signed, expires, and is consumed once (the callback authenticates by it).
+Provider HTTP calls happen outside any open transaction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from dashtam.core import security
+from dashtam.core.clock import utcnow
+from dashtam.core.config import Settings
+from dashtam.core.crypto import DecryptionError, Sealed
+from dashtam.core.errors import (
+    BadGatewayError,
+    BadRequestError,
+    ConflictError,
+    TooManyRequestsError,
+)
+from dashtam.models import (
+    AuthorizationState,
+    ConnectionStatus,
+    Provider,
+    ProviderConnection,
+    ProviderToken,
+    User,
+)
+from dashtam.providers import (
+    OAuth2Client,
+    OAuth2Endpoints,
+    ProviderError,
+    authorization_url,
+)
+from dashtam.providers import get_provider_type as _provider_type
+from dashtam.schemas.authorization import AuthorizationStart, ConnectionStatusPublic
+from dashtam.services.audit import AuditAction, record
+from dashtam.services.context import HttpClientFactory, RequestContext, keyring_for
+from dashtam.services.providers import get_provider
+from dashtam.services.token_vault import open_refresh_token, store_grant
+
+STATE_AUDIENCE = "dashtam:authorization-state"
+REFRESH_MARGIN = timedelta(minutes=5)
+FAILURES_BEFORE_ERROR = 3
+MAX_BACKOFF = timedelta(hours=24)
+
+
+def callback_uri(base_url: str, provider_id: uuid.UUID) -> str:
+    return f"{base_url.rstrip('/')}/api/v1/providers/{provider_id}/authorization/callback"
+
+
+def backoff_after(failures: int) -> timedelta:
+    """Wait before the next refresh attempt after ``failures`` consecutive failures."""
+    if failures >= 12:  # 2**11 minutes already exceeds the cap; avoid huge powers
+        return MAX_BACKOFF
+    return min(timedelta(minutes=2**failures), MAX_BACKOFF)
+
+
+def _endpoints(provider: Provider, settings: Settings, base_url: str) -> OAuth2Endpoints:
+    provider_type = _provider_type(provider.provider_key)
+    endpoints = provider_type.endpoints(settings, base_url) if provider_type else None
+    if provider_type is None or endpoints is None:
+        needed = (
+            ", ".join(provider_type.missing_settings) if provider_type else "a known provider type"
+        )
+        raise ConflictError(
+            f"Provider type {provider.provider_key!r} is not configured here: set {needed}."
+        )
+    return endpoints
+
+
+def status_of(
+    connection: ProviderConnection, token: ProviderToken | None
+) -> ConnectionStatusPublic:
+    expires_at = token.expires_at if token is not None else None
+    needs_refresh = expires_at is not None and expires_at <= utcnow() + REFRESH_MARGIN
+    return ConnectionStatusPublic(
+        provider_id=connection.provider_id,
+        status=connection.status,
+        expires_at=expires_at,
+        needs_refresh=needs_refresh,
+        connected_at=connection.connected_at,
+        last_refreshed_at=connection.last_refreshed_at,
+        refresh_count=connection.refresh_count,
+        consecutive_failures=connection.consecutive_failures,
+        next_retry_at=connection.next_retry_at,
+        last_error=connection.last_error,
+    )
+
+
+async def start_authorization(
+    *,
+    session: AsyncSession,
+    user: User,
+    provider_id: uuid.UUID,
+    settings: Settings,
+    context: RequestContext,
+) -> AuthorizationStart:
+    provider = await get_provider(session=session, user=user, provider_id=provider_id)
+    endpoints = _endpoints(provider, settings, context.base_url)
+    keyring = keyring_for(settings)
+    now = utcnow()
+    expires_at = now + timedelta(seconds=settings.authorization_state_seconds)
+    redirect_uri = callback_uri(context.base_url, provider.id)
+
+    pending = AuthorizationState(
+        id=uuid.uuid4(),
+        user_id=user.id,
+        provider_id=provider.id,
+        redirect_uri=redirect_uri,
+        expires_at=expires_at,
+    )
+    code_challenge = None
+    if endpoints.supports_pkce:
+        verifier, code_challenge = security.pkce_pair()
+        sealed = keyring.encrypt_text(verifier, aad=f"authorization-state:{pending.id}")
+        pending.key_id, pending.code_verifier_encrypted = sealed.key_id, sealed.ciphertext
+    session.add(pending)
+    if provider.connection.status is not ConnectionStatus.ACTIVE:
+        provider.connection.status = ConnectionStatus.PENDING
+    record(
+        session=session,
+        provider_id=provider.id,
+        user_id=user.id,
+        action=AuditAction.CONNECT,
+        context=context,
+        outcome="started",
+        pkce=endpoints.supports_pkce,
+    )
+    await session.commit()
+
+    state = security.sign_value(
+        {"sid": str(pending.id), "uid": str(user.id), "pid": str(provider.id)},
+        secret=settings.signing_key,
+        audience=STATE_AUDIENCE,
+        expires_at=expires_at,
+    )
+    url = authorization_url(
+        endpoints, redirect_uri=redirect_uri, state=state, code_challenge=code_challenge
+    )
+    return AuthorizationStart(authorization_url=url, state=state)
+
+
+async def complete_authorization(
+    *,
+    session: AsyncSession,
+    provider_id: uuid.UUID,
+    code: str | None,
+    state: str,
+    error: str | None,
+    settings: Settings,
+    http: HttpClientFactory,
+    context: RequestContext,
+) -> ConnectionStatusPublic:
+    """The callback: authenticated by the signed single-use ``state``, not by a bearer token."""
+    try:
+        claims = security.unsign_value(state, secret=settings.signing_key, audience=STATE_AUDIENCE)
+        state_id = uuid.UUID(str(claims["sid"]))
+        user_id = uuid.UUID(str(claims["uid"]))
+        state_provider_id = uuid.UUID(str(claims["pid"]))
+    except (security.InvalidTokenError, KeyError, ValueError):
+        raise BadRequestError("The authorization state is invalid or has expired.") from None
+    if state_provider_id != provider_id:
+        raise BadRequestError("The authorization state belongs to another provider.")
+
+    now = utcnow()
+    consumed = await session.scalar(
+        update(AuthorizationState)
+        .where(
+            AuthorizationState.id == state_id,
+            AuthorizationState.user_id == user_id,
+            AuthorizationState.provider_id == provider_id,
+            AuthorizationState.consumed_at.is_(None),
+        )
+        .values(consumed_at=now)
+        .returning(AuthorizationState)
+    )
+    if consumed is None:
+        await session.rollback()
+        raise ConflictError("The authorization state was already used; start a new authorization.")
+    user = await session.get(User, user_id)
+    if user is None:
+        await session.rollback()
+        raise BadRequestError("The authorization state is invalid or has expired.")
+    provider = await get_provider(
+        session=session, user=user, provider_id=provider_id, with_token=True
+    )
+    connection = provider.connection
+
+    def fail(reason: str, **details: str) -> None:
+        if connection.token is None:  # a failed re-authorization keeps working tokens
+            connection.status = ConnectionStatus.ERROR
+        connection.last_error = reason[:500]
+        record(
+            session=session,
+            provider_id=provider.id,
+            user_id=user_id,
+            action=AuditAction.CALLBACK,
+            context=context,
+            outcome="failure",
+            **details,
+        )
+
+    if error is not None or not code:
+        fail("authorization was not granted", error=(error or "missing_code")[:100])
+        await session.commit()
+        raise BadRequestError(
+            f"The provider did not grant access ({(error or 'no code')[:100]}).",
+            title="Authorization Failed",
+        )
+
+    keyring = keyring_for(settings)
+    verifier = None
+    if consumed.code_verifier_encrypted is not None and consumed.key_id is not None:
+        verifier = keyring.decrypt_text(
+            Sealed(consumed.key_id, consumed.code_verifier_encrypted),
+            aad=f"authorization-state:{consumed.id}",
+        )
+    endpoints = _endpoints(provider, settings, context.base_url)
+    await session.commit()  # the state is spent whatever the provider answers
+
+    try:
+        async with http(provider.provider_key) as client:
+            grant = await OAuth2Client(endpoints, client).exchange_code(
+                code=code, redirect_uri=consumed.redirect_uri, code_verifier=verifier
+            )
+    except ProviderError as exc:
+        fail(f"code exchange failed: {exc.error}", error=exc.error)
+        await session.commit()
+        raise BadGatewayError(
+            f"The provider refused the authorization code ({exc.error}).", provider_error=exc.error
+        ) from None
+
+    store_grant(connection, grant, keyring=keyring, now=now, keep_refresh=None)
+    connection.status = ConnectionStatus.ACTIVE
+    connection.connected_at = now
+    connection.consecutive_failures = 0
+    connection.next_retry_at = None
+    connection.last_error = None
+    record(
+        session=session,
+        provider_id=provider.id,
+        user_id=user_id,
+        action=AuditAction.CALLBACK,
+        context=context,
+        outcome="success",
+        expires_in=grant.expires_in,
+        scope=grant.scope,
+    )
+    await session.commit()
+    return status_of(connection, connection.token)
+
+
+async def get_status(
+    *, session: AsyncSession, user: User, provider_id: uuid.UUID
+) -> ConnectionStatusPublic:
+    provider = await get_provider(
+        session=session, user=user, provider_id=provider_id, with_token=True
+    )
+    return status_of(provider.connection, provider.connection.token)
+
+
+async def refresh_tokens(
+    *,
+    session: AsyncSession,
+    user: User,
+    provider_id: uuid.UUID,
+    settings: Settings,
+    http: HttpClientFactory,
+    context: RequestContext,
+) -> ConnectionStatusPublic:
+    """Refresh the provider's access token now; failures back off exponentially (cap 24 h)."""
+    provider = await get_provider(
+        session=session, user=user, provider_id=provider_id, with_token=True
+    )
+    connection = provider.connection
+    token = connection.token
+    if token is None:
+        raise ConflictError("The provider is not connected: authorize it first.")
+    now = utcnow()
+    if connection.next_retry_at is not None and now < connection.next_retry_at:
+        wait = connection.next_retry_at - now
+        raise TooManyRequestsError(
+            f"Refresh is backing off after {connection.consecutive_failures} failure(s); "
+            f"retry after {connection.next_retry_at.isoformat()}.",
+            retry_at=connection.next_retry_at,
+            retry_after=int(wait.total_seconds()) + 1,
+            consecutive_failures=connection.consecutive_failures,
+        )
+    keyring = keyring_for(settings)
+    try:
+        refresh_token = open_refresh_token(token, keyring=keyring)
+    except DecryptionError:
+        refresh_token = None
+    if refresh_token is None:
+        raise ConflictError("The provider issued no usable refresh token: authorize it again.")
+    endpoints = _endpoints(provider, settings, context.base_url)
+    await session.commit()  # no transaction stays open across the provider call
+
+    try:
+        async with http(provider.provider_key) as client:
+            grant = await OAuth2Client(endpoints, client).refresh(refresh_token=refresh_token)
+    except ProviderError as exc:
+        failures = connection.consecutive_failures + 1
+        connection.consecutive_failures = failures
+        connection.next_retry_at = now + backoff_after(failures)
+        connection.last_error = f"refresh failed: {exc.error}"[:500]
+        if failures >= FAILURES_BEFORE_ERROR:
+            connection.status = ConnectionStatus.ERROR
+        record(
+            session=session,
+            provider_id=provider.id,
+            user_id=user.id,
+            action=AuditAction.REFRESH,
+            context=context,
+            outcome="failure",
+            error=exc.error,
+            consecutive_failures=failures,
+            next_retry_at=connection.next_retry_at.isoformat(),
+        )
+        await session.commit()
+        raise BadGatewayError(
+            f"The provider refused the refresh ({exc.error}); "
+            f"next attempt allowed after {connection.next_retry_at.isoformat()}.",
+            provider_error=exc.error,
+            consecutive_failures=failures,
+            connection_status=connection.status.value,
+            retry_at=connection.next_retry_at.isoformat(),
+        ) from None
+
+    rotated = grant.refresh_token is not None and grant.refresh_token != refresh_token
+    store_grant(connection, grant, keyring=keyring, now=now, keep_refresh=refresh_token)
+    connection.status = ConnectionStatus.ACTIVE
+    connection.last_refreshed_at = now
+    connection.refresh_count += 1
+    connection.consecutive_failures = 0
+    connection.next_retry_at = None
+    connection.last_error = None
+    record(
+        session=session,
+        provider_id=provider.id,
+        user_id=user.id,
+        action=AuditAction.REFRESH,
+        context=context,
+        outcome="success",
+        rotated=rotated,
+        expires_in=grant.expires_in,
+    )
+    await session.commit()
+    return status_of(connection, connection.token)
+
+
+async def disconnect(
+    *, session: AsyncSession, user: User, provider_id: uuid.UUID, context: RequestContext
+) -> None:
+    """Delete the provider's tokens and mark the connection revoked."""
+    provider = await get_provider(
+        session=session, user=user, provider_id=provider_id, with_token=True
+    )
+    connection = provider.connection
+    had_tokens = connection.token is not None
+    if connection.token is not None:
+        await session.delete(connection.token)
+        connection.token = None
+    connection.status = ConnectionStatus.REVOKED
+    connection.consecutive_failures = 0
+    connection.next_retry_at = None
+    connection.last_error = None
+    await session.execute(
+        update(AuthorizationState)
+        .where(
+            AuthorizationState.provider_id == provider.id, AuthorizationState.consumed_at.is_(None)
+        )
+        .values(consumed_at=utcnow())
+    )
+    record(
+        session=session,
+        provider_id=provider.id,
+        user_id=user.id,
+        action=AuditAction.DISCONNECT,
+        context=context,
+        outcome="success",
+        tokens_deleted=had_tokens,
+    )
+    await session.commit()

@@ -1,0 +1,109 @@
+"""A user's providers: create, list, get, rename, delete. Others' providers do not exist."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import selectinload
+
+from dashtam.core.config import Settings
+from dashtam.core.errors import ConflictError, NotFoundError, UnprocessableError
+from dashtam.models import Provider, ProviderConnection, User
+from dashtam.providers import PROVIDER_TYPES, ProviderType
+from dashtam.schemas.providers import ProviderCreate, ProviderUpdate
+
+
+def list_provider_types() -> list[ProviderType]:
+    return list(PROVIDER_TYPES.values())
+
+
+def _not_found(provider_id: uuid.UUID) -> NotFoundError:
+    return NotFoundError(f"Provider {provider_id} was not found.")
+
+
+def _alias_taken(alias: str) -> ConflictError:
+    return ConflictError(f"You already have a provider named {alias!r}.", field="alias")
+
+
+async def create_provider(*, session: AsyncSession, user: User, data: ProviderCreate) -> Provider:
+    if data.provider_key not in PROVIDER_TYPES:
+        raise UnprocessableError(
+            f"Unknown provider type; known: {', '.join(sorted(PROVIDER_TYPES))}.",
+            errors=[
+                {
+                    "loc": ["body", "provider_key"],
+                    "msg": "unknown provider type",
+                    "type": "value_error",
+                }
+            ],
+        )
+    provider = Provider(user_id=user.id, provider_key=data.provider_key, alias=data.alias)
+    provider.connection = ProviderConnection()
+    session.add(provider)
+    try:
+        await session.commit()
+    except IntegrityError:
+        await session.rollback()
+        raise _alias_taken(data.alias) from None
+    return await get_provider(session=session, user=user, provider_id=provider.id)
+
+
+async def list_providers(
+    *, session: AsyncSession, user: User, page: int, size: int
+) -> tuple[list[Provider], int]:
+    total = await session.scalar(
+        select(func.count()).select_from(Provider).where(Provider.user_id == user.id)
+    )
+    rows = await session.scalars(
+        select(Provider)
+        .where(Provider.user_id == user.id)
+        .options(selectinload(Provider.connection))
+        .order_by(Provider.created_at, Provider.id)
+        .offset((page - 1) * size)
+        .limit(size)
+    )
+    return list(rows), int(total or 0)
+
+
+async def get_provider(
+    *, session: AsyncSession, user: User, provider_id: uuid.UUID, with_token: bool = False
+) -> Provider:
+    """The user's provider with its connection loaded (and its token, if asked); else 404."""
+    connection_load = selectinload(Provider.connection)
+    if with_token:
+        connection_load = connection_load.selectinload(ProviderConnection.token)
+    provider = await session.scalar(
+        select(Provider)
+        .where(Provider.id == provider_id, Provider.user_id == user.id)
+        .options(connection_load)
+        .execution_options(populate_existing=True)
+    )
+    if provider is None:
+        raise _not_found(provider_id)
+    return provider
+
+
+async def rename_provider(
+    *, session: AsyncSession, user: User, provider_id: uuid.UUID, data: ProviderUpdate
+) -> Provider:
+    provider = await get_provider(session=session, user=user, provider_id=provider_id)
+    provider.alias = data.alias
+    try:
+        await session.commit()
+    except IntegrityError:
+        await session.rollback()
+        raise _alias_taken(data.alias) from None
+    return await get_provider(session=session, user=user, provider_id=provider_id)
+
+
+async def delete_provider(*, session: AsyncSession, user: User, provider_id: uuid.UUID) -> None:
+    provider = await get_provider(session=session, user=user, provider_id=provider_id)
+    await session.delete(provider)
+    await session.commit()
+
+
+def provider_type_configured(provider_type: ProviderType, settings: Settings) -> bool:
+    return provider_type.is_configured(settings)

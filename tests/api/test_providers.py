@@ -1,0 +1,107 @@
+"""Providers: CRUD, pagination, uniqueness, and other users' providers being invisible."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fastapi.testclient import TestClient
+
+from tests.api.conftest import Account, add_provider, connect
+
+
+def test_provider_types_include_sandbox_and_schwab(client: TestClient) -> None:
+    response = client.get("/api/v1/provider-types")
+    assert response.status_code == 200
+    keys = {item["key"] for item in response.json()["items"]}
+    assert {"sandbox", "schwab"} <= keys
+
+
+def test_create_get_rename_delete(client: TestClient, account: Account) -> None:
+    created = add_provider(client, account, alias="Main")
+    assert created["provider_key"] == "sandbox"
+    assert created["alias"] == "Main"
+    assert created["status"] == "not_connected"
+    url = f"/api/v1/providers/{created['id']}"
+
+    assert client.get(url, headers=account.headers).json()["alias"] == "Main"
+    renamed = client.patch(url, json={"alias": "Renamed"}, headers=account.headers)
+    assert renamed.status_code == 200
+    assert renamed.json()["alias"] == "Renamed"
+
+    assert client.delete(url, headers=account.headers).status_code == 204
+    assert client.get(url, headers=account.headers).status_code == 404
+
+
+def test_alias_is_unique_per_user(client: TestClient, make_account: Callable[[], Account]) -> None:
+    alice, bob = make_account(), make_account()
+    add_provider(client, alice, alias="Brokerage")
+    add_provider(client, bob, alias="Brokerage")  # another user may reuse it
+    duplicate = client.post(
+        "/api/v1/providers",
+        json={"provider_key": "schwab", "alias": "Brokerage"},
+        headers=alice.headers,
+    )
+    assert duplicate.status_code == 409
+    assert duplicate.headers["content-type"] == "application/problem+json"
+
+    other = add_provider(client, alice, alias="Other")
+    rename = client.patch(
+        f"/api/v1/providers/{other['id']}", json={"alias": "Brokerage"}, headers=alice.headers
+    )
+    assert rename.status_code == 409
+
+
+def test_listing_is_paginated(client: TestClient, account: Account) -> None:
+    for n in range(5):
+        add_provider(client, account, alias=f"P{n}")
+    page = client.get("/api/v1/providers?page=2&size=2", headers=account.headers).json()
+    assert page["total"] == 5
+    assert page["page"] == 2
+    assert page["size"] == 2
+    assert [item["alias"] for item in page["items"]] == ["P2", "P3"]
+    last = client.get("/api/v1/providers?page=3&size=2", headers=account.headers).json()
+    assert [item["alias"] for item in last["items"]] == ["P4"]
+
+
+def test_unknown_provider_type_is_422_naming_the_field(
+    client: TestClient, account: Account
+) -> None:
+    response = client.post(
+        "/api/v1/providers", json={"provider_key": "nope", "alias": "x"}, headers=account.headers
+    )
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["loc"] == ["body", "provider_key"]
+
+
+def test_another_users_provider_is_404_everywhere(
+    client: TestClient, make_account: Callable[[], Account]
+) -> None:
+    owner, stranger = make_account(), make_account()
+    provider = add_provider(client, owner)
+    connect(client, owner, provider["id"])
+    base = f"/api/v1/providers/{provider['id']}"
+    calls = [
+        ("GET", base, None),
+        ("PATCH", base, {"alias": "mine now"}),
+        ("DELETE", base, None),
+        ("POST", f"{base}/authorization", None),
+        ("GET", f"{base}/authorization", None),
+        ("DELETE", f"{base}/authorization", None),
+        ("POST", f"{base}/token-refreshes", None),
+        ("GET", f"{base}/audit-logs", None),
+    ]
+    for method, url, body in calls:
+        response = client.request(method, url, json=body, headers=stranger.headers)
+        assert response.status_code == 404, (method, url, response.status_code)
+        assert response.headers["content-type"] == "application/problem+json"
+
+    assert client.get("/api/v1/providers", headers=stranger.headers).json()["total"] == 0
+    still = client.get(f"{base}/authorization", headers=owner.headers).json()
+    assert still["status"] == "active"
+    assert client.get(base, headers=owner.headers).json()["alias"] == provider["alias"]
+
+
+def test_providers_need_authentication(client: TestClient) -> None:
+    response = client.get("/api/v1/providers")
+    assert response.status_code == 401
+    assert response.headers["content-type"] == "application/problem+json"

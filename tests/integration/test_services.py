@@ -1,0 +1,94 @@
+"""Services against the real database, called directly (they commit for real)."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from dashtam.core.config import get_settings
+from dashtam.core.errors import NotFoundError, UnauthorizedError
+from dashtam.models import ConnectionStatus
+from dashtam.schemas.auth import UserLogin, UserRegister
+from dashtam.schemas.providers import ProviderCreate
+from dashtam.services import auth, providers
+
+
+async def _user(session: AsyncSession, email: str) -> auth.User:
+    return await auth.register_user(
+        session=session, data=UserRegister(email=email, password="a good password")
+    )
+
+
+async def test_created_provider_is_usable_after_commit(async_db: AsyncSession) -> None:
+    user = await _user(async_db, "svc@example.com")
+    provider = await providers.create_provider(
+        session=async_db, user=user, data=ProviderCreate(provider_key="sandbox", alias="S")
+    )
+    # Loaded before returning: no implicit IO after the service's commit.
+    assert provider.connection.status is ConnectionStatus.NOT_CONNECTED
+    assert provider.created_at is not None
+    assert provider.updated_at is not None
+
+
+async def test_another_users_provider_does_not_exist(async_db: AsyncSession) -> None:
+    owner = await _user(async_db, "owner@example.com")
+    stranger = await _user(async_db, "stranger@example.com")
+    provider = await providers.create_provider(
+        session=async_db, user=owner, data=ProviderCreate(provider_key="sandbox", alias="S")
+    )
+    with pytest.raises(NotFoundError):
+        await providers.get_provider(session=async_db, user=stranger, provider_id=provider.id)
+    with pytest.raises(NotFoundError):
+        await providers.get_provider(session=async_db, user=owner, provider_id=uuid.uuid4())
+
+
+async def test_refresh_token_reuse_revokes_the_family(async_db: AsyncSession) -> None:
+    settings = get_settings()
+    await _user(async_db, "rot@example.com")
+    pair = await auth.login(
+        session=async_db,
+        data=UserLogin(email="rot@example.com", password="a good password"),
+        settings=settings,
+    )
+    rotated = await auth.refresh_login(
+        session=async_db, refresh_token=pair.refresh_token, settings=settings
+    )
+    with pytest.raises(UnauthorizedError, match="already used"):
+        await auth.refresh_login(
+            session=async_db, refresh_token=pair.refresh_token, settings=settings
+        )
+    with pytest.raises(UnauthorizedError, match="already used"):
+        await auth.refresh_login(
+            session=async_db, refresh_token=rotated.refresh_token, settings=settings
+        )
+
+
+async def test_async_client_runs_the_sandbox_flow(async_client: object) -> None:
+    import httpx
+
+    assert isinstance(async_client, httpx.AsyncClient)
+    email, password = "async@example.com", "a good password"
+    assert (
+        await async_client.post(
+            "/api/v1/auth/register", json={"email": email, "password": password}
+        )
+    ).status_code == 201
+    tokens = (
+        await async_client.post("/api/v1/auth/login", json={"email": email, "password": password})
+    ).json()
+    headers = {"Authorization": f"Bearer {tokens['access_token']}"}
+    provider = (
+        await async_client.post(
+            "/api/v1/providers", json={"provider_key": "sandbox", "alias": "A"}, headers=headers
+        )
+    ).json()
+    start = (
+        await async_client.post(
+            f"/api/v1/providers/{provider['id']}/authorization", headers=headers
+        )
+    ).json()
+    callback = await async_client.get(start["authorization_url"], follow_redirects=True)
+    assert callback.status_code == 200
+    assert callback.json()["status"] == "active"
