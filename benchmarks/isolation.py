@@ -19,7 +19,8 @@ disposes the app's engine after each test, i.e. it also connects once per test. 
 ``--loop-scope session`` all tests share one loop and the floor keeps its pooled connection.
 
     .venv/bin/python benchmarks/isolation.py [--tests 200] [--rows 10] [--repeat 3]
-        [--url postgresql://postgres@127.0.0.1:5432/postgres] [--loop-scope function]
+        [--url postgresql://postgres@127.0.0.1:5432/postgres | --url embedded]
+        [--loop-scope function]
 """
 
 from __future__ import annotations
@@ -35,12 +36,13 @@ import tempfile
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 STRATEGIES = ("none", "transaction", "truncate", "create_database", "database")
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 _RUNS = itertools.count(1)
 
-APP = '''
+APP = """
 import os
 
 from sqlalchemy import String, func, select
@@ -74,7 +76,7 @@ async def add_items(test: int, rows: int) -> None:
 async def count_items(test: int) -> int:
     async with SessionLocal() as session:
         return int(await session.scalar(select(func.count(Item.id)).where(Item.test == test)) or 0)
-'''
+"""
 
 TEST = """
 async def test_{i}():
@@ -82,7 +84,7 @@ async def test_{i}():
     assert await benchapp.count_items(benchapp.RUN + {i}) == {rows}
 """
 
-TIMER = '''
+TIMER = """
 import json
 import os
 import time
@@ -102,7 +104,7 @@ def pytest_runtest_logfinish(nodeid, location):
 def pytest_sessionfinish(session, exitstatus):
     with open(os.environ["BENCH_OUT"], "w") as out:
         json.dump({**_times, "exitstatus": int(exitstatus)}, out)
-'''
+"""
 
 CONFTEST_ENGINE_PER_TEST = """
 import pytest
@@ -133,23 +135,24 @@ CONFTEST_CREATE_DATABASE = """
 import itertools
 import os
 
-import psycopg
 import pytest
+from sqlalchemy import create_engine
 from sqlalchemy.ext.asyncio import create_async_engine
 import benchapp
 
 _counter = itertools.count()
-_admin = psycopg.connect(os.environ["BENCH_ADMIN_DSN"], autocommit=True)
+_admin = create_engine(os.environ["BENCH_ADMIN_URL"], isolation_level="AUTOCOMMIT").connect()
 
 
 @pytest.fixture(autouse=True)
 def _database():
     name = f"{{os.environ['BENCH_PREFIX']}}t{{next(_counter)}}"
-    _admin.execute(f'CREATE DATABASE "{{name}}" TEMPLATE "{{os.environ["BENCH_TEMPLATE"]}}"')
+    template = os.environ["BENCH_TEMPLATE"]
+    _admin.exec_driver_sql(f'CREATE DATABASE "{{name}}" TEMPLATE "{{template}}"')
     engine = create_async_engine(os.environ["BENCH_URL_FOR"].replace("DBNAME", name))
     benchapp.SessionLocal.configure(bind=engine)
     yield engine
-    _admin.execute(f'DROP DATABASE "{{name}}"')
+    _admin.exec_driver_sql(f'DROP DATABASE "{{name}}"')
 
 
 @pytest.fixture(autouse=True)
@@ -159,31 +162,26 @@ async def _dispose(_database):
 """
 
 
-def _driver_url(url: str, driver: str, database: str) -> str:
-    from sqlalchemy.engine import make_url
+def _server(url: str) -> Any:
+    """pgharness's own server objects: an external URL, or ``embedded`` for a throwaway one."""
+    from pgharness._config import parse_server_url
+    from pgharness._server import EmbeddedServer, ExternalServer
 
-    return make_url(url).set(drivername=driver, database=database).render_as_string(hide_password=False)
-
-
-def _libpq_dsn(url: str, database: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    u = make_url(url)
-    parts = [f"dbname={database}"]
-    for key, value in (("host", u.host), ("port", u.port), ("user", u.username), ("password", u.password)):
-        if value is not None:
-            parts.append(f"{key}={value}")
-    return " ".join(parts)
+    if url == "embedded":
+        return EmbeddedServer(f"bench{os.getpid()}")
+    return ExternalServer(parse_server_url(url, "--url"), "--url")
 
 
 def _write_suite(root: Path, tests: int, rows: int, loop_scope: str) -> None:
     (root / "benchapp.py").write_text(APP)
     (root / "benchtimer.py").write_text(TIMER)
-    body = "import pytest\nimport benchapp\n" + "".join(TEST.format(i=i, rows=rows) for i in range(tests))
+    body = "import pytest\nimport benchapp\n" + "".join(
+        TEST.format(i=i, rows=rows) for i in range(tests)
+    )
     (root / "test_bench.py").write_text(body)
 
 
-def _prepare(root: Path, strategy: str, args: argparse.Namespace, names: dict[str, str]) -> list[str]:
+def _prepare(root: Path, strategy: str, args: argparse.Namespace, pg_url: str) -> list[str]:
     """Write this strategy's conftest/ini; return extra pytest arguments."""
     work = root / strategy
     work.mkdir(exist_ok=True)
@@ -202,9 +200,13 @@ def _prepare(root: Path, strategy: str, args: argparse.Namespace, names: dict[st
     per_test_dispose = args.loop_scope == "function"
     if strategy in ("transaction", "database"):
         mode = "transaction" if strategy == "transaction" else "database"
-        body = body.replace("import benchapp\n", f'import benchapp\n\npytestmark = pytest.mark.pg_isolation("{mode}")\n', 1)
+        body = body.replace(
+            "import benchapp\n",
+            f'import benchapp\n\npytestmark = pytest.mark.pg_isolation("{mode}")\n',
+            1,
+        )
         ini += [
-            f"pgharness_url = {args.url}",
+            f"pgharness_url = {pg_url}",
             "pgharness_schema = benchapp:Base",
             "pgharness_sessionmakers = benchapp:SessionLocal",
         ]
@@ -226,8 +228,22 @@ def _prepare(root: Path, strategy: str, args: argparse.Namespace, names: dict[st
 def _run(root: Path, strategy: str, extra: list[str], env: dict[str, str]) -> float:
     out = root / f"{strategy}.json"
     env = {**env, "BENCH_OUT": str(out), "BENCH_RUN": str(next(_RUNS) * 100_000)}
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "benchtimer", "-p", "no:randomly", "-p", "no:cacheprovider", *extra]
-    done = subprocess.run(command, cwd=root / strategy, env=env, capture_output=True, text=True, timeout=1800)
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "benchtimer",
+        "-p",
+        "no:randomly",
+        "-p",
+        "no:cacheprovider",
+        *extra,
+    ]
+    done = subprocess.run(
+        command, cwd=root / strategy, env=env, capture_output=True, text=True, timeout=1800
+    )
     result = json.loads(out.read_text()) if out.exists() else {}
     if done.returncode != 0 or not result:
         sys.stderr.write(done.stdout[-3000:] + done.stderr[-3000:])
@@ -236,49 +252,54 @@ def _run(root: Path, strategy: str, extra: list[str], env: dict[str, str]) -> fl
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--tests", type=int, default=200)
     parser.add_argument("--rows", type=int, default=10)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--url", default=os.environ.get("PGHARNESS_URL", DEFAULT_URL))
-    parser.add_argument("--loop-scope", default="function", choices=("function", "module", "session"))
+    parser.add_argument(
+        "--loop-scope", default="function", choices=("function", "module", "session")
+    )
     parser.add_argument("--only", nargs="*", choices=STRATEGIES, default=list(STRATEGIES))
     args = parser.parse_args()
 
-    import psycopg
     from sqlalchemy import create_engine
 
     prefix = f"pgh2bench_{os.getpid()}_"
     names = {"template": prefix + "tpl", "floor": prefix + "floor"}
-    admin = psycopg.connect(_libpq_dsn(args.url, "postgres"), autocommit=True)
+    server = _server(args.url)
+    address = server.address
+    admin = address.connect()
     created: list[str] = []
     try:
         for name in names.values():
             admin.execute(f'CREATE DATABASE "{name}"')
             created.append(name)
-        sys.path.insert(0, "")
         with tempfile.TemporaryDirectory(prefix="pgh2bench-") as tmp:
             root = Path(tmp)
             _write_suite(root, args.tests, args.rows, args.loop_scope)
             sys.path.insert(0, str(root))
             import benchapp  # type: ignore[import-not-found]
 
-            schema_engine = create_engine(_driver_url(args.url, "postgresql+psycopg", names["template"]))
+            schema_engine = create_engine(address.url("postgresql+psycopg", names["template"]))
             benchapp.Base.metadata.create_all(schema_engine)
             schema_engine.dispose()
             admin.execute(f'DROP DATABASE "{names["floor"]}"')
             admin.execute(f'CREATE DATABASE "{names["floor"]}" TEMPLATE "{names["template"]}"')
             env = {
                 **os.environ,
-                "BENCH_APP_URL": _driver_url(args.url, "postgresql+asyncpg", names["floor"]),
-                "BENCH_ADMIN_DSN": _libpq_dsn(args.url, "postgres"),
+                "BENCH_APP_URL": address.url("postgresql+asyncpg", names["floor"]),
+                "BENCH_ADMIN_URL": address.url("postgresql+psycopg", address.maintenance_db),
                 "BENCH_PREFIX": prefix,
                 "BENCH_TEMPLATE": names["template"],
-                "BENCH_URL_FOR": _driver_url(args.url, "postgresql+asyncpg", "DBNAME"),
+                "BENCH_URL_FOR": address.url("postgresql+asyncpg", "DBNAME"),
                 "PYTHONDONTWRITEBYTECODE": "1",
             }
             env.pop("PGHARNESS_URL", None)
-            extras = {s: _prepare(root, s, args, names) for s in args.only}
+            pg_url = address.url("postgresql", address.maintenance_db)
+            extras = {s: _prepare(root, s, args, pg_url) for s in args.only}
             timings: dict[str, list[float]] = {s: [] for s in args.only}
             began = time.perf_counter()
             for _ in range(args.repeat):
@@ -289,11 +310,12 @@ def main() -> int:
         for name in reversed(created):
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
+        server.close()
 
     floor = statistics.median(timings["none"]) if "none" in timings else None
     print(
         f"\n{args.tests} tests x {args.rows} rows, loop scope {args.loop_scope}, "
-        f"{args.repeat} runs each ({elapsed:.0f} s), server {args.url.split('@')[-1]}"
+        f"{args.repeat} runs each ({elapsed:.0f} s), {server.description}"
     )
     print(f"{'strategy':<17}{'ms/test (median)':>18}{'runs':>26}{'x floor':>10}")
     for strategy, values in timings.items():

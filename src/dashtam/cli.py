@@ -1,4 +1,4 @@
-"""The ``dashtam`` command: ``serve`` and ``migrate``.
+"""The ``dashtam`` command: ``serve``, ``migrate`` and ``rotate-key``.
 
 ``dashtam serve`` without ``DATABASE_URL`` starts an embedded PostgreSQL whose data lives in
 ``./.dashtam/`` (kept across restarts), applies the migrations, and serves on
@@ -14,9 +14,13 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from dashtam.core.config import ConfigurationError, Environment, Settings, get_settings
 from dashtam.core.embedded import EmbeddedPostgres, EmbeddedPostgresError
+
+if TYPE_CHECKING:
+    from dashtam.services.key_rotation import RotationReport
 
 _DATABASE_NAME = "dashtam"
 
@@ -33,7 +37,66 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "migrate", help="apply the database migrations (embedded if no DATABASE_URL)"
     )
+    rotate = commands.add_parser(
+        "rotate-key",
+        help="re-encrypt every stored token under the first key of DASHTAM_ENCRYPTION_KEYS",
+        description=(
+            "Put the new key first in DASHTAM_ENCRYPTION_KEYS (new:...,old:...), run this, then "
+            "remove the old key once it reports nothing left under it."
+        ),
+    )
+    rotate.add_argument("--batch-size", type=int, default=500, help="rows per transaction")
     return parser
+
+
+async def rotate_key(settings: Settings, *, batch_size: int = 500) -> RotationReport:
+    """Re-encrypt all sealed values under ``settings``' current key (one transaction a batch).
+
+    Example (what ``dashtam rotate-key`` runs)::
+
+        report = await rotate_key(get_settings(), batch_size=500)
+        assert report.remaining == 0  # the old key can now be retired
+    """
+    from dashtam.core import db
+    from dashtam.core.crypto import Keyring
+    from dashtam.services.key_rotation import rotate_keys
+
+    keyring = Keyring.parse(settings.keyring_spec)
+    async with db.SessionLocal() as session:
+        return await rotate_keys(session=session, keyring=keyring, batch_size=batch_size)
+
+
+def _rotate_key(args: argparse.Namespace, settings: Settings) -> None:
+    import asyncio
+
+    from dashtam.core.crypto import KeyringError
+    from dashtam.services.key_rotation import KeyRotationError
+
+    async def run(current: Settings) -> RotationReport:
+        from dashtam.core import db
+
+        try:
+            return await rotate_key(current, batch_size=args.batch_size)
+        finally:
+            await db.engine.dispose()
+
+    with _database(settings) as url:
+        os.environ["DATABASE_URL"] = url
+        get_settings.cache_clear()
+        try:
+            report = asyncio.run(run(get_settings()))
+        except (KeyringError, KeyRotationError) as exc:
+            raise ConfigurationError(str(exc)) from None
+    moved = ", ".join(f"{kid}: {n}" for kid, n in sorted(report.from_keys.items())) or "none"
+    print(
+        f"dashtam: re-encrypted {report.tokens_resealed} token row(s) and "
+        f"{report.states_resealed} authorization state(s) under key "
+        f"{report.current_key_id!r} in {report.batches} batch(es); were under {moved}; "
+        f"{report.remaining} left under other keys",
+        file=sys.stderr,
+    )
+    if report.remaining:
+        raise ConfigurationError("some values are still under old keys: run rotate-key again")
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -96,6 +159,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = get_settings()
         if args.command == "serve":
             _serve(args, settings)
+        elif args.command == "rotate-key":
+            _rotate_key(args, settings)
         else:
             _migrate(settings)
     except (ConfigurationError, EmbeddedPostgresError) as exc:

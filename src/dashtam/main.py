@@ -15,10 +15,12 @@ import httpx
 from fastapi import FastAPI
 
 from dashtam import __version__
+from dashtam.api.body_limit import BodySizeLimit
 from dashtam.api.health import router as health_router
+from dashtam.api.openapi import install_problem_openapi
 from dashtam.api.sandbox import router as sandbox_router
 from dashtam.api.v1 import api_router
-from dashtam.core import db
+from dashtam.core import db, log_redaction
 from dashtam.core.config import Environment, get_settings
 from dashtam.core.errors import install_problem_handlers
 
@@ -46,6 +48,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def create_app() -> FastAPI:
     settings = get_settings()
+    log_redaction.install()
     app = FastAPI(
         title="Dashtam",
         version=__version__,
@@ -53,6 +56,8 @@ def create_app() -> FastAPI:
         lifespan=_lifespan,
     )
     install_problem_handlers(app)
+    install_problem_openapi(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     app.include_router(health_router)
     app.include_router(api_router)
     app.include_router(sandbox_router)

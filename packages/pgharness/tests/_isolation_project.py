@@ -10,6 +10,7 @@ at a host that does not exist: if anything reached it, the test would fail.
 from __future__ import annotations
 
 import textwrap
+import warnings
 
 # Imported here, in the outer process, so pytester's in-process runs never re-import these C
 # extensions after restoring sys.modules (re-importing asyncpg's protocol crashes).
@@ -20,7 +21,10 @@ import httpx  # noqa: F401
 import psycopg  # noqa: F401
 import pytest
 import sqlalchemy.ext.asyncio  # noqa: F401
-import starlette.testclient  # noqa: F401
+
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message=".*httpx2.*")
+    import starlette.testclient  # noqa: F401
 
 APP = textwrap.dedent(
     """

@@ -34,11 +34,21 @@ def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytes
     return pytester
 
 
-def run_dirs() -> set[str]:
-    """Run directories of embedded servers that currently exist."""
-    from pgharness._server import runtime_base
+@pytest.fixture
+def runtime_dir(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A private folder for the embedded servers of inner runs (short: it holds a socket)."""
+    import shutil
+    import tempfile
 
-    base = runtime_base()
+    root = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
+    path = Path(tempfile.mkdtemp(prefix="pght", dir=root))
+    monkeypatch.setenv("PGHARNESS_RUNTIME_DIR", str(path))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def run_dirs(base: Path) -> set[str]:
+    """Run directories of embedded servers that currently exist under ``base``."""
     return {p.name for p in base.iterdir() if p.is_dir() and (p / "owners.json").exists()}
 
 

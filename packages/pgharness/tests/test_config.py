@@ -146,6 +146,7 @@ def test_schema_object_of_the_wrong_type_stops_the_run(project: pytest.Pytester)
 
 
 def test_failing_migration_stops_the_run(project: pytest.Pytester) -> None:
+    pytest.importorskip("alembic")
     project.makeini("[pytest]\npgharness_schema = alembic:alembic.ini\n")
     project.makefile(".ini", alembic="[alembic]\nscript_location = migrations\n")
     project.mkpydir("migrations")
@@ -165,3 +166,17 @@ def test_failing_migration_stops_the_run(project: pytest.Pytester) -> None:
     message = _exit_message(result)
     assert "could not build the schema from pgharness_schema = 'alembic:" in message
     assert "table_that_does_not_exist" in message
+
+
+def test_unreachable_server_under_xdist_stops_the_run_once(project: pytest.Pytester) -> None:
+    project.makepyfile(USES_DATABASE)
+
+    result = project.runpytest_subprocess(
+        "-n", "2", "--pg-url=postgresql://me:hunter2@127.0.0.1:1/db"
+    )
+
+    output = result.stdout.str() + result.stderr.str()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "INTERNALERROR" not in output
+    assert output.count("cannot connect to the PostgreSQL server") == 1
+    assert "hunter2" not in output

@@ -19,7 +19,6 @@ from conftest import EXTERNAL_URL, database_names, postgres_running_in, run_dirs
 from pgharness._config import resolve_settings
 from pgharness._harness import Harness
 from pgharness._names import RunIdentity, advisory_key
-from pgharness._server import runtime_base
 
 MODELS = """
 from sqlalchemy import Integer
@@ -189,15 +188,13 @@ def test_external_server_recovers_from_a_killed_run_but_spares_a_live_one(
 
 
 def test_embedded_server_of_a_killed_run_is_stopped_and_removed_by_the_next(
-    project: pytest.Pytester,
+    project: pytest.Pytester, runtime_dir: Path
 ) -> None:
     project.makepyfile(test_block=BLOCKING_TEST)
     killed = BlockedRun(project)
     killed.kill()
-    dead = set(run_dirs())
-    query = killed.info["url"].split("host=")[-1]
-    killed_dir = Path(query.replace("%2F", "/"))
-    assert killed_dir.name in dead
+    (killed_run,) = run_dirs(runtime_dir)
+    killed_dir = runtime_dir / killed_run
     assert postgres_running_in(killed_dir), "a SIGKILL leaves the server running"
     postmaster = int((killed_dir / "data" / "postmaster.pid").read_text().split()[0])
     project.makepyfile(test_block="def test_after(pg_database):\n    pass\n")
@@ -206,7 +203,6 @@ def test_embedded_server_of_a_killed_run_is_stopped_and_removed_by_the_next(
 
     after.assert_outcomes(passed=1)
     assert not killed_dir.exists()
-    assert killed_dir.name not in run_dirs()
-    assert runtime_base() == killed_dir.parent
+    assert run_dirs(runtime_dir) == set()
     with pytest.raises(ProcessLookupError):
         os.kill(postmaster, 0)

@@ -251,6 +251,7 @@ def test_lazy_load_inside_the_app_behind_an_async_client(
     section = pgharness_section(result)
     assert "Reading `Loan.book`" in section
     assert "app.py:15:  return loan.book.title" in section
+    assert '(reached from test_api.py:9:  response = await client.get("/loans/first"))' in section
     assert "inside the app, while handling the request" in section
     assert "selectinload(Loan.book)" in section
 

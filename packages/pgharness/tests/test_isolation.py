@@ -270,3 +270,43 @@ def test_database_isolation_gives_a_real_pool_of_its_own(pytester: pytest.Pytest
     )
     result = pytester.runpytest("-p", "no:randomly")
     result.assert_outcomes(passed=3)
+
+
+def test_without_sessionmakers_async_db_is_a_plain_session(pytester: pytest.Pytester) -> None:
+    make_project(pytester, ASYNC)
+    ini = pytester.path / "pytest.ini"
+    ini.write_text(ini.read_text().replace("pgharness_sessionmakers = myapp:SessionLocal\n", ""))
+    pytester.makepyfile(
+        """
+        from sqlalchemy import func, select
+
+        import myapp
+
+        async def test_plain_session(async_db):
+            assert async_db.sync_session.expire_on_commit is True  # SQLAlchemy's default
+            assert async_db.info == {}
+            async_db.add(myapp.User(email="a@example.com"))
+            await async_db.commit()
+            assert myapp.SessionLocal.kw["bind"] is myapp.engine  # nothing was rebound
+
+        async def test_rolled_back(async_db):
+            assert await async_db.scalar(select(func.count(myapp.User.id))) == 0
+        """
+    )
+    result = pytester.runpytest("-p", "no:randomly")
+    result.assert_outcomes(passed=2)
+
+
+def test_a_wrong_sessionmaker_setting_names_the_fix(pytester: pytest.Pytester) -> None:
+    make_project(pytester, ASYNC)
+    pytester.makepyfile(
+        """
+        async def test_it(async_db):
+            pass
+        """
+    )
+    result = pytester.runpytest("-o", "pgharness_sessionmakers=myapp:engine")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(
+        ["*pgharness_sessionmakers names 'myapp:engine'*AsyncEngine, not an async_sessionmaker*"]
+    )

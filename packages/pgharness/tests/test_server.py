@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 from conftest import EXTERNAL_URL, database_names, run_dirs
@@ -21,13 +22,15 @@ CHECK_DATABASE = """
 """
 
 
+@pytest.mark.parametrize(
+    "plugins", [[], ["-p", "no:asyncio", "-p", "no:anyio"]], ids=["all", "bare"]
+)
 def test_embedded_server_starts_once_tuned_and_is_gone_after_the_run(
-    project: pytest.Pytester,
+    project: pytest.Pytester, plugins: list[str], runtime_dir: Path
 ) -> None:
     project.makepyfile(CHECK_DATABASE)
-    before = run_dirs()
 
-    result = project.runpytest_subprocess("-s", "-p", "no:randomly")
+    result = project.runpytest_subprocess("-s", "-p", "no:randomly", *plugins)
 
     result.assert_outcomes(passed=1)
     result.stdout.re_match_lines([r"pgharness: server=embedded \(from default\)"])
@@ -35,7 +38,8 @@ def test_embedded_server_starts_once_tuned_and_is_gone_after_the_run(
         [r"pgharness: embedded PostgreSQL 1\d\.\d+ at /\S+; template pgh_tpl_[0-9a-f]{16} built"]
     )
     result.stdout.fnmatch_lines(["*DATABASE pgh_*_main FSYNC off*"])
-    assert run_dirs() <= before, "the run's server directory must be removed at the end"
+    assert "at " + str(runtime_dir) in result.stdout.str()
+    assert run_dirs(runtime_dir) == set(), "the run's server directory must be removed at the end"
 
 
 def test_external_url_is_used_and_its_databases_dropped_after_the_run(
@@ -67,24 +71,25 @@ def test_url_from_environment_with_any_driver_prefix(
 
 
 def test_a_run_without_pgharness_fixtures_starts_nothing_and_imports_no_app_code(
-    project: pytest.Pytester,
+    project: pytest.Pytester, runtime_dir: Path
 ) -> None:
     project.makeini("[pytest]\npgharness_schema = exploding_models:Base\n")
     project.makepyfile(
         exploding_models="raise RuntimeError('application code was imported')",
         test_plain="def test_plain():\n    assert 1 + 1 == 2\n",
     )
-    before = run_dirs()
 
     result = project.runpytest_subprocess("-p", "no:randomly")
 
     result.assert_outcomes(passed=1)
     assert "application code was imported" not in result.stdout.str()
     assert "embedded PostgreSQL" not in result.stdout.str()
-    assert run_dirs() <= before
+    assert list(runtime_dir.iterdir()) == []
 
 
-def test_xdist_workers_share_one_server_with_a_database_each(project: pytest.Pytester) -> None:
+def test_xdist_workers_share_one_server_with_a_database_each(
+    project: pytest.Pytester, runtime_dir: Path
+) -> None:
     project.makepyfile(
         """
         import os, pytest
@@ -105,3 +110,7 @@ def test_xdist_workers_share_one_server_with_a_database_each(project: pytest.Pyt
     assert len(set(by_worker.values())) == 2, "each worker needs its own database"
     assert all(name.endswith(f"_{worker}") for worker, name in by_worker.items())
     assert len({where for _, _, where in seen}) == 1, "workers must share one server"
+    assert run_dirs(runtime_dir) == set(), "the last worker stops the server"
+    result.stdout.re_match_lines(
+        [r"pgharness \[gw0\]: embedded PostgreSQL .* (built|reused) in", r"pgharness \[gw1\]: "]
+    )

@@ -124,3 +124,26 @@ def test_plain_and_legacy_sessionmakers(pytester: pytest.Pytester) -> None:
     )
     result = pytester.runpytest("-p", "no:randomly")
     result.assert_outcomes(passed=3)
+
+
+def test_asyncio_run_in_a_def_test_is_refused_with_the_fix(pytester: pytest.Pytester) -> None:
+    make_project(pytester)
+    pytester.makepyfile(
+        """
+        import asyncio
+
+        import pytest
+
+        import myapp
+        from pgharness import CrossLoopError
+
+        def test_runs_the_service_on_its_own_loop(client):
+            with pytest.raises(CrossLoopError) as caught:
+                asyncio.run(myapp.count_users())
+            assert "client fixture" in str(caught.value) and "async def" in str(caught.value)
+            # The connection is still usable.
+            assert client.get("/users/count").json() == {"count": 0}
+        """
+    )
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=1)

@@ -68,6 +68,27 @@ class Settings(BaseSettings):
     sandbox_refresh_token_seconds: int = Field(default=86_400, ge=1)
     sandbox_code_seconds: int = Field(default=120, ge=1)
 
+    # Request bodies above this many bytes are refused with 413 before they are read.
+    max_request_bytes: int = Field(default=65_536, ge=1024)
+
+    # Login throttling, shared by every worker through PostgreSQL: this many failed logins
+    # within the window locks the account (or the client address) for the lockout time.
+    login_max_failures_per_account: int = Field(default=5, ge=1)
+    login_max_failures_per_address: int = Field(default=20, ge=1)
+    login_failure_window_seconds: int = Field(default=900, ge=1)
+    login_lockout_seconds: int = Field(default=900, ge=1)
+
+    # Connection pool, per worker process: workers x (pool_size + max_overflow) must stay
+    # below the server's max_connections.
+    db_pool_size: int = Field(default=5, ge=1)
+    db_max_overflow: int = Field(default=10, ge=0)
+    # Seconds a request waits for a pooled connection, for a new connection, for one
+    # statement, and for a row lock, before it fails with 503 instead of hanging.
+    db_pool_timeout: float = Field(default=10.0, gt=0)
+    db_connect_timeout: float = Field(default=5.0, gt=0)
+    db_statement_timeout: float = Field(default=30.0, gt=0)
+    db_lock_timeout: float = Field(default=10.0, gt=0)
+
     schwab_client_id: str | None = None
     schwab_client_secret: str | None = None
     schwab_authorize_url: str = "https://api.schwabapi.com/v1/oauth/authorize"

@@ -27,11 +27,14 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 _RESERVED = frozenset({"type", "title", "status", "detail", "instance"})
 _log = logging.getLogger("dashtam.errors")
+# lock_not_available (DASHTAM_DB_LOCK_TIMEOUT), deadlock_detected, serialization_failure.
+_BUSY_SQLSTATES = frozenset({"55P03", "40P01", "40001"})
 _TITLES = {
     400: "Bad Request",
     401: "Unauthorized",
@@ -183,10 +186,32 @@ async def _on_database_error(request: Request, exc: Exception) -> JSONResponse:
         return problem_response(
             422, "The request holds a value the database cannot store.", instance=request.url.path
         )
+    if sqlstate in _BUSY_SQLSTATES:
+        _log.warning("database busy (%s) on %s %s", sqlstate, request.method, request.url.path)
+        return problem_response(
+            503,
+            "The resource is busy with another request; retry shortly.",
+            instance=request.url.path,
+            headers={"Retry-After": "1"},
+        )
     if exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError):
-        _log.warning("database unavailable on %s %s", request.method, request.url.path)
-        return problem_response(503, "The database is unavailable.", instance=request.url.path)
+        return _unavailable(request)
     return await _on_unexpected(request, exc)
+
+
+async def _on_database_unreachable(request: Request, exc: Exception) -> JSONResponse:
+    # Pool exhausted past DASHTAM_DB_POOL_TIMEOUT, connect refused or timed out (server down).
+    return _unavailable(request)
+
+
+def _unavailable(request: Request) -> JSONResponse:
+    _log.warning("database unavailable on %s %s", request.method, request.url.path)
+    return problem_response(
+        503,
+        "The database is unavailable; retry shortly.",
+        instance=request.url.path,
+        headers={"Retry-After": "1"},
+    )
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -199,4 +224,6 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _on_validation)
     app.add_exception_handler(StarletteHTTPException, _on_http)
     app.add_exception_handler(DBAPIError, _on_database_error)
+    for unreachable in (SQLAlchemyTimeoutError, OSError, TimeoutError):
+        app.add_exception_handler(unreachable, _on_database_unreachable)
     app.add_exception_handler(Exception, _on_unexpected)

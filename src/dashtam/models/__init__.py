@@ -2,6 +2,7 @@
 
 from dashtam.models.audit import AuditLog
 from dashtam.models.base import Base
+from dashtam.models.login_throttle import LoginThrottle
 from dashtam.models.provider import (
     AuthorizationState,
     ConnectionStatus,
@@ -18,6 +19,7 @@ __all__ = [
     "AuthorizationState",
     "Base",
     "ConnectionStatus",
+    "LoginThrottle",
     "Provider",
     "ProviderConnection",
     "ProviderToken",

@@ -15,6 +15,7 @@ from dashtam.core.config import Settings
 from dashtam.core.errors import ConflictError, UnauthorizedError
 from dashtam.models import AuthRefreshToken, User
 from dashtam.schemas.auth import TokenPair, UserLogin, UserRegister
+from dashtam.services import login_throttle
 
 
 def normalize_email(email: str) -> str:
@@ -36,11 +37,28 @@ async def register_user(*, session: AsyncSession, data: UserRegister) -> User:
     return user
 
 
-async def login(*, session: AsyncSession, data: UserLogin, settings: Settings) -> TokenPair:
-    user = await session.scalar(select(User).where(User.email == normalize_email(data.email)))
+async def login(
+    *,
+    session: AsyncSession,
+    data: UserLogin,
+    settings: Settings,
+    client_address: str | None = None,
+) -> TokenPair:
+    """Tokens for a correct email and password; throttled per account and per address."""
+    email = normalize_email(data.email)
+    now = utcnow()
+    await login_throttle.ensure_not_locked(
+        session=session, email=email, address=client_address, now=now
+    )
+    user = await session.scalar(select(User).where(User.email == email))
     if not security.verify_password(data.password, user.password_hash if user else None):
+        await login_throttle.record_failure(
+            session=session, email=email, address=client_address, settings=settings, now=now
+        )
+        await session.commit()
         raise UnauthorizedError("Email or password is incorrect.")
     assert user is not None
+    await login_throttle.forget_account_failures(session=session, email=email)
     if security.password_needs_rehash(user.password_hash):
         user.password_hash = security.hash_password(data.password)
     return await _issue_pair(

@@ -41,7 +41,7 @@ from dashtam.providers import get_provider_type as _provider_type
 from dashtam.schemas.authorization import AuthorizationStart, ConnectionStatusPublic
 from dashtam.services.audit import AuditAction, record
 from dashtam.services.context import HttpClientFactory, RequestContext, keyring_for
-from dashtam.services.providers import get_provider
+from dashtam.services.providers import get_provider, lock_connection
 from dashtam.services.token_vault import open_refresh_token, store_grant
 
 STATE_AUDIENCE = "dashtam:authorization-state"
@@ -274,7 +274,16 @@ async def refresh_tokens(
     http: HttpClientFactory,
     context: RequestContext,
 ) -> ConnectionStatusPublic:
-    """Refresh the provider's access token now; failures back off exponentially (cap 24 h)."""
+    """Refresh the provider's access token now; failures back off exponentially (cap 24 h).
+
+    The connection's row stays locked (``SELECT … FOR UPDATE``) from reading the refresh token
+    until the new tokens, the counters and the audit row are committed together: concurrent
+    refreshes of one connection run one after another, each presenting the refresh token the
+    previous one stored, so no rotation is lost. The provider call is made meanwhile; the
+    in-process sandbox takes only its own rows' locks, on another connection, so the lock order
+    is always connection row first. Waiters give up after ``DASHTAM_DB_LOCK_TIMEOUT`` (503).
+    """
+    await lock_connection(session=session, user=user, provider_id=provider_id)
     provider = await get_provider(
         session=session, user=user, provider_id=provider_id, with_token=True
     )
@@ -300,7 +309,6 @@ async def refresh_tokens(
     if refresh_token is None:
         raise ConflictError("The provider issued no usable refresh token: authorize it again.")
     endpoints = _endpoints(provider, settings, context.base_url)
-    await session.commit()  # no transaction stays open across the provider call
 
     try:
         async with http(provider.provider_key) as client:
@@ -359,6 +367,8 @@ async def disconnect(
     *, session: AsyncSession, user: User, provider_id: uuid.UUID, context: RequestContext
 ) -> None:
     """Delete the provider's tokens and mark the connection revoked."""
+    # Same lock order as a refresh (connection row, then token row): no deadlock between them.
+    await lock_connection(session=session, user=user, provider_id=provider_id)
     provider = await get_provider(
         session=session, user=user, provider_id=provider_id, with_token=True
     )

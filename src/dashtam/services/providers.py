@@ -86,6 +86,18 @@ async def get_provider(
     return provider
 
 
+async def lock_connection(*, session: AsyncSession, user: User, provider_id: uuid.UUID) -> None:
+    """Lock the provider's connection row until the caller's transaction ends; else 404."""
+    locked = await session.scalar(
+        select(ProviderConnection.id)
+        .join(Provider, Provider.id == ProviderConnection.provider_id)
+        .where(Provider.id == provider_id, Provider.user_id == user.id)
+        .with_for_update(of=ProviderConnection)
+    )
+    if locked is None:
+        raise _not_found(provider_id)
+
+
 async def rename_provider(
     *, session: AsyncSession, user: User, provider_id: uuid.UUID, data: ProviderUpdate
 ) -> Provider:

@@ -112,11 +112,20 @@ def _mode_of(item: pytest.Item) -> IsolationMode:
         ) from None
 
 
+def _is_ours(item: pytest.Item, name: str) -> bool:
+    """Whether ``name`` resolves to pgharness's fixture (a project may define its own ``db``)."""
+    info = getattr(item, "_fixtureinfo", None)
+    defs = getattr(info, "name2fixturedefs", {}).get(name)
+    if not defs:
+        return True  # cannot tell: assume ours
+    return str(getattr(defs[-1].func, "__module__", "")).startswith("pgharness.")
+
+
 def _check_style(item: pytest.Item, is_async: bool) -> None:
     names = set(getattr(item, "fixturenames", ()))
     wrong = _SYNC_ONLY if is_async else _ASYNC_ONLY
     for name, instead in wrong.items():
-        if name in names:
+        if name in names and _is_ours(item, name):
             kind, other = ("an async def", "def") if is_async else ("a def", "async def")
             pytest.fail(
                 f"{item.nodeid} is {kind} test but uses {name!r}, which is for {other} tests. "

@@ -37,7 +37,7 @@ def explain_failure(exc: BaseException, item: pytest.Item) -> str | None:
         if isinstance(candidate, PgHarnessError):
             return None  # pgharness's own errors already say what happened and the fix
         if is_missing_greenlet(candidate):
-            explanations.append(explain_missing_greenlet(candidate, rootdir))
+            explanations.append(explain_missing_greenlet(candidate, rootdir, item.path))
             break
         trouble = classify_loop_trouble(candidate)
         if trouble is not None:

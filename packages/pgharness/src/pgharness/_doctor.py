@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-__all__ = ["Finding", "format_findings", "run_doctor"]
+__all__ = ["DoctorReport", "Finding", "format_report", "run_doctor"]
 
 _SCOPES = ("function", "class", "module", "package", "session")
 _SKIPPED_DIRS = frozenset(
@@ -57,7 +57,15 @@ class Finding:
     fix: str
 
 
-def run_doctor(config: pytest.Config) -> list[Finding]:
+@dataclass(frozen=True)
+class DoctorReport:
+    """What the doctor looked at, and what it found."""
+
+    examined: list[str]
+    findings: list[Finding]
+
+
+def run_doctor(config: pytest.Config) -> DoctorReport:
     rootdir = config.rootpath
     findings: list[Finding] = []
     loaded = _load_targets(config, findings)
@@ -78,14 +86,23 @@ def run_doctor(config: pytest.Config) -> list[Finding]:
     findings += _loop_scopes(config, conftests, rootdir)
     findings += _event_loop_fixtures(conftests, rootdir)
     findings += _pooled_engines(engines, loaded.sessionmakers)
-    return findings
+    examined = [
+        f"schema: {loaded.schema_name or 'not configured (pgharness_schema)'}",
+        "sessionmakers: "
+        + (", ".join(name for name, _ in sessionmakers) or "none found (pgharness_sessionmakers)"),
+        f"mapped classes: {len(_mappers(loaded.schema))}; async engines: {len(engines)}",
+        f"conftest.py files: {len(conftests)}; pytest-asyncio loop scopes",
+    ]
+    return DoctorReport(examined, findings)
 
 
-def format_findings(findings: list[Finding]) -> str:
+def format_report(report: DoctorReport) -> str:
+    findings = report.findings
+    examined = ["examined:", *(f"  {line}" for line in report.examined), ""]
     if not findings:
-        return "pgharness doctor: no problems found."
+        return "\n".join([*examined, "pgharness doctor: no problems found."]) + "\n"
     plural = "s" if len(findings) != 1 else ""
-    lines = [f"pgharness doctor: {len(findings)} finding{plural}", ""]
+    lines = [*examined, f"pgharness doctor: {len(findings)} finding{plural}", ""]
     for number, finding in enumerate(findings, start=1):
         lines.append(f"{number}. [{finding.check}] {finding.problem}")
         lines += [
@@ -103,6 +120,7 @@ def format_findings(findings: list[Finding]) -> str:
 class _Loaded:
     schema: object | None
     sessionmakers: list[tuple[str, object]]
+    schema_name: str | None = None
 
 
 def _load_targets(config: pytest.Config, findings: list[Finding]) -> _Loaded:
@@ -114,6 +132,7 @@ def _load_targets(config: pytest.Config, findings: list[Finding]) -> _Loaded:
     try:
         if schema_text:
             schema = parse_schema(schema_text, config.rootpath)
+            loaded.schema_name = schema_text
             if isinstance(schema, MetadataSchema):
                 loaded.schema = schema.ref.load()
         for line in _ini(config, "pgharness_sessionmakers") or []:

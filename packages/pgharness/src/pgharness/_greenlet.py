@@ -44,7 +44,9 @@ class AttributeLoad:
     instance: object | None
 
 
-def explain_missing_greenlet(exc: BaseException, rootdir: Path | None) -> str:
+def explain_missing_greenlet(
+    exc: BaseException, rootdir: Path | None, test_path: Path | None = None
+) -> str:
     frames = frames_of(exc.__traceback__)
     load = _attribute_load(frames)
     user = user_frame(frames)
@@ -73,6 +75,9 @@ def explain_missing_greenlet(exc: BaseException, rootdir: Path | None) -> str:
     )
     if user is not None:
         lines.append(f"The read happened at {user.where(rootdir)}:  {user.source_line}")
+        test_frame = _test_frame(frames, test_path)
+        if test_frame is not None and test_frame is not user:
+            lines.append(f"(reached from {test_frame.where(rootdir)}:  {test_frame.source_line})")
     if running_under(frames, {"starlette", "fastapi"}):
         accessor = _accessor(frames)
         if accessor is not None and accessor.module.split(".", 1)[0] in {"fastapi", "pydantic"}:
@@ -252,6 +257,14 @@ def _expiring_listener(session: Any) -> str | None:
             if "expire_all" in source:
                 return str(getattr(listener, "__qualname__", repr(listener)))
     return None
+
+
+def _test_frame(frames: list[Frame], test_path: Path | None) -> Frame | None:
+    """The innermost frame in the test's own file: how the test reached the read."""
+    if test_path is None:
+        return None
+    in_test_file = [frame for frame in frames if Path(frame.filename) == test_path]
+    return in_test_file[-1] if in_test_file else None
 
 
 def _accessor(frames: list[Frame]) -> Frame | None:

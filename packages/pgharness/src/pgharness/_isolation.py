@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ._errors import ConfigurationError, CrossLoopError, IsolationError
+from ._loops import HARNESS_LOOP_LABEL
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection, Engine, Transaction
@@ -172,6 +173,19 @@ class EngineCache:
 
 # -- guards -----------------------------------------------------------------------------------
 
+_ASYNC_TEST_FIX = (
+    "Fix: run this code on the test's loop: give async fixtures that use the database the "
+    "same loop as the test (@pytest_asyncio.fixture(loop_scope=...) matching "
+    "@pytest.mark.asyncio(loop_scope=...), or set asyncio_default_fixture_loop_scope and "
+    "asyncio_default_test_loop_scope to the same scope), and do not use asyncio.run() or a "
+    "thread's own loop inside a test."
+)
+_SYNC_TEST_FIX = (
+    "Fix: in a def test, reach the app through the client fixture and the database through "
+    "db (both run on pgharness's loop); instead of asyncio.run(coroutine), make the test "
+    "async def and await it."
+)
+
 
 @dataclass
 class ConnectionGuard:
@@ -207,12 +221,8 @@ class ConnectionGuard:
             f"{self.nodeid}: tried to {doing} on the test's database connection from {where}; "
             f"the connection belongs to the {self.loop_label}. asyncpg connections cannot move "
             "between loops (this is 'attached to a different loop' / 'another operation is in "
-            "progress'). The statement was not sent and the connection is still usable. Fix: run "
-            "this code on the test's loop: give async fixtures that use the database the same "
-            "loop as the test (@pytest_asyncio.fixture(loop_scope=...) matching "
-            "@pytest.mark.asyncio(loop_scope=...), or set asyncio_default_fixture_loop_scope and "
-            "asyncio_default_test_loop_scope to the same scope), and do not use asyncio.run() or "
-            "a thread's own loop inside a test."
+            "progress'). The statement was not sent and the connection is still usable. "
+            + (_SYNC_TEST_FIX if self.loop_label == HARNESS_LOOP_LABEL else _ASYNC_TEST_FIX)
         )
 
     def _before_cursor_execute(

@@ -25,6 +25,7 @@ import pytest
 from ._errors import ConfigurationError
 
 __all__ = [
+    "HARNESS_LOOP_LABEL",
     "LoopDriver",
     "RunnerDriver",
     "is_async_test",
@@ -34,6 +35,9 @@ __all__ = [
 T = TypeVar("T")
 
 _SCOPES = ("function", "class", "module", "package", "session")
+
+#: How errors name the loop thread that runs def tests' database work (``_portal.py``).
+HARNESS_LOOP_LABEL = "pgharness's loop thread for def tests"
 
 
 class LoopDriver(Protocol):

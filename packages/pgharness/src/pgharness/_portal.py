@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
+from ._loops import HARNESS_LOOP_LABEL
+
 __all__ = ["BlockingSession", "HarnessLoop", "PortalDriver"]
 
 T = TypeVar("T")
@@ -62,7 +64,7 @@ class PortalDriver:
     """``LoopDriver`` over the harness loop thread."""
 
     harness: HarnessLoop
-    label: str = "pgharness's loop thread for def tests"
+    label: str = HARNESS_LOOP_LABEL
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:

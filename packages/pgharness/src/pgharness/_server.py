@@ -47,6 +47,7 @@ __all__ = [
 ]
 
 CACHE_DIR_ENV = "PGHARNESS_CACHE_DIR"
+RUNTIME_DIR_ENV = "PGHARNESS_RUNTIME_DIR"  # where run directories (data, socket) go; keep short
 
 # Tuned for throwaway test data: durability off, enough connections for xdist workers, their
 # pools and the tests' own engines.
@@ -245,6 +246,11 @@ def runtime_base() -> Path:
     In memory (``/dev/shm``) where there is one: copying the data directory there takes a
     tenth of the time it takes on disk, and the test data has no reason to reach a disk.
     """
+    override = os.environ.get(RUNTIME_DIR_ENV)
+    if override:
+        base = Path(override)
+        base.mkdir(mode=0o755, parents=True, exist_ok=True)
+        return base
     shm = Path("/dev/shm")  # noqa: S108
     in_memory = shm.is_dir() and os.access(shm, os.W_OK | os.X_OK)
     tmp = shm if in_memory else Path(tempfile.gettempdir())
@@ -301,7 +307,7 @@ def prepare_data_dir(version: str, user: str | None, target: Path) -> threading.
     if (cached / "PG_VERSION").exists():
         _copy_tree(cached, target)
         return None
-    scratch = runtime_base() / f"initdb-{uuid.uuid4().hex[:8]}"
+    scratch = runtime_base() / f"initdb-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     scratch.mkdir(mode=0o700)
     _chown_tree(scratch, user)
     fresh = scratch / "data"
@@ -414,6 +420,12 @@ def remove_dead_runs(base: Path, user: str | None, keep: str | None = None) -> l
     """Stop the servers of runs whose processes are all gone and remove their directories."""
     removed: list[str] = []
     for entry in base.iterdir():
+        if entry.name.startswith("initdb-") and entry.is_dir():
+            # initdb scratch space of a process that died before it was done
+            pid = entry.name.split("-")[1]
+            if pid.isdigit() and not _process_alive(int(pid), None):
+                shutil.rmtree(entry, ignore_errors=True)
+            continue
         if not entry.is_dir() or entry.name == keep or not (entry / "owners.json").exists():
             continue
         run_dir = _RunDir(base, entry.name)

@@ -124,8 +124,8 @@ def is_library_frame(frame: Frame) -> bool:
     if top_package in _LIBRARY_PACKAGES or frame.filename.startswith("<"):
         return True
     path = Path(frame.filename)
-    if "site-packages" in path.parts:
-        return False
+    if "site-packages" in path.parts or "dist-packages" in path.parts:
+        return True  # installed libraries; the user's code is their project's files
     try:
         path.resolve().relative_to(_STDLIB)
     except ValueError:

@@ -180,7 +180,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 def pytest_testnodedown(node: Any, error: object) -> None:
     output: dict[str, Any] = getattr(node, "workeroutput", None) or {}
     reports = node.config.stash.setdefault(WORKER_REPORTS_KEY, {})
-    worker = str(output.get("workerid", "?"))
+    worker = str(getattr(getattr(node, "gateway", None), "id", "?"))
     if output.get("pgharness_status"):
         reports[f"status {worker}"] = str(output["pgharness_status"])
     if str(output.get("shouldstop") or "").startswith("pgharness"):
@@ -204,11 +204,11 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
 def pytest_cmdline_main(config: pytest.Config) -> int | None:
     if not config.getoption("pg_doctor", False):
         return None
-    from ._doctor import format_findings, run_doctor
+    from ._doctor import format_report, run_doctor
 
-    findings = run_doctor(config)
-    print(format_findings(findings), end="")
-    return 1 if findings else 0
+    report = run_doctor(config)
+    print(format_report(report), end="")
+    return 1 if report.findings else 0
 
 
 @pytest.hookimpl(wrapper=True)

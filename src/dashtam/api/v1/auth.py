@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
-from dashtam.api.deps import CurrentUser, SessionDep, SettingsDep
+from dashtam.api.deps import ContextDep, CurrentUser, SessionDep, SettingsDep
 from dashtam.schemas.auth import RefreshRequest, TokenPair, UserLogin, UserPublic, UserRegister
 from dashtam.services import auth as auth_service
 
@@ -18,8 +18,12 @@ async def register(session: SessionDep, data: UserRegister) -> UserPublic:
 
 
 @router.post("/login")
-async def login(session: SessionDep, settings: SettingsDep, data: UserLogin) -> TokenPair:
-    return await auth_service.login(session=session, data=data, settings=settings)
+async def login(
+    session: SessionDep, settings: SettingsDep, context: ContextDep, data: UserLogin
+) -> TokenPair:
+    return await auth_service.login(
+        session=session, data=data, settings=settings, client_address=context.ip_address
+    )
 
 
 @router.post("/refresh")
