@@ -9,8 +9,9 @@ import httpx
 import psycopg
 import pytest
 
+from dashtam.core.config import get_settings
 from dashtam.main import app
-from tests.api.flows import libpq_url, register_connect
+from tests.api.flows import Connected, libpq_url, register_connect
 
 CONCURRENT = 5
 
@@ -49,3 +50,27 @@ async def test_concurrent_refreshes_each_rotate_and_none_is_lost(
         ).fetchone()
     assert audited == (CONCURRENT + 1,)
     assert revoked == (0,)  # no refresh token was ever presented twice
+
+
+@pytest.mark.pg_isolation("database")
+async def test_more_concurrent_refreshes_than_pooled_connections_all_succeed(
+    async_client: httpx.AsyncClient,
+) -> None:
+    # Each refresh holds a connection while the in-process sandbox needs another one: with
+    # more refreshes than the pool holds, they must not all wait for each other.
+    settings = get_settings()
+    count = settings.db_pool_size + settings.db_max_overflow + 5
+    connected = [await register_connect(async_client) for _ in range(count)]
+
+    async def refresh(user: Connected) -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            return await http.post(
+                f"/api/v1/providers/{user.provider_id}/token-refreshes", headers=user.headers
+            )
+
+    responses = await asyncio.wait_for(
+        asyncio.gather(*(refresh(user) for user in connected)),
+        timeout=settings.db_pool_timeout * 3,
+    )
+    assert [r.status_code for r in responses] == [201] * count, {r.text for r in responses}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import statistics
 import subprocess
@@ -117,15 +118,15 @@ def test_foreign_databases_are_never_touched(
 
 
 BLOCKING_TEST = """
-    import json, os
+    import json, os, select
 
     def test_blocks(pg_database, _pg_session):
         pooled = _pg_session.pool.acquire()
+        go = os.open(os.environ["GO_FIFO"], os.O_RDONLY | os.O_NONBLOCK)
         with open(os.environ["READY_FIFO"], "w") as ready:
             ready.write(json.dumps({"database": pg_database.name, "pooled": pooled.name,
                                     "url": pg_database.sync_url}))
-        with open(os.environ["GO_FIFO"]) as go:
-            go.read()
+        select.select([go], [], [])  # until the outer test says go (or kills this run)
 """
 
 
@@ -146,17 +147,44 @@ class BlockedRun:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        with open(self.ready) as ready:  # blocks until the test is inside its body
-            self.info: dict[str, str] = json.loads(ready.read())
+        self.info: dict[str, str] = json.loads(self._read_ready())
+
+    def _read_ready(self) -> str:
+        # Wait for the test to report from inside its body, or for the run to end early.
+        fd = os.open(self.ready, os.O_RDONLY | os.O_NONBLOCK)
+        chunks: list[bytes] = []
+        try:
+            while True:
+                readable, _, _ = select.select([fd], [], [], 1.0)
+                if readable:
+                    chunk = os.read(fd, 65536)
+                    if chunk:
+                        chunks.append(chunk)
+                    elif chunks:
+                        return b"".join(chunks).decode()
+                if self.process.poll() is not None:
+                    out = self.process.stdout.read().decode() if self.process.stdout else ""
+                    raise AssertionError(f"the blocked run ended early:\n{out}")
+        finally:
+            os.close(fd)
 
     def kill(self) -> None:
         os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait()
 
     def release(self) -> str:
-        with open(self.go, "w") as go:
-            go.write("go")
-        out, _ = self.process.communicate(timeout=120)
+        try:
+            fd = os.open(self.go, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:
+            pass  # nobody is waiting: the run already ended
+        else:
+            os.write(fd, b"go")
+            os.close(fd)
+        try:
+            out, _ = self.process.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise
         return out.decode()
 
 
@@ -174,16 +202,19 @@ def test_external_server_recovers_from_a_killed_run_but_spares_a_live_one(
     admin.execute("SELECT pg_advisory_unlock(%s)", (run_key,))
 
     live = BlockedRun(project, f"--pg-url={EXTERNAL_URL}")  # the next run, still going
-    assert not (leftovers & database_names(admin)), "the next run drops a dead run's databases"
-    project.makepyfile(test_other="def test_other(pg_database):\n    pass\n")
-    concurrent = project.runpytest_subprocess(f"--pg-url={EXTERNAL_URL}", "test_other.py")
+    try:
+        assert not (leftovers & database_names(admin)), "the next run drops a dead run's databases"
+        project.makepyfile(test_other="def test_other(pg_database):\n    pass\n")
+        concurrent = project.runpytest_subprocess(f"--pg-url={EXTERNAL_URL}", "test_other.py")
 
-    concurrent.assert_outcomes(passed=1)
-    assert {live.info["database"], live.info["pooled"]} <= database_names(admin), (
-        "a run still going is spared"
-    )
-    assert live.info["database"] != killed.info["database"]
-    assert "1 passed" in live.release()
+        concurrent.assert_outcomes(passed=1)
+        assert {live.info["database"], live.info["pooled"]} <= database_names(admin), (
+            "a run still going is spared"
+        )
+        assert live.info["database"] != killed.info["database"]
+    finally:
+        output = live.release()
+    assert "1 passed" in output
     assert live.info["database"] not in database_names(admin)
 
 

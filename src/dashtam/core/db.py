@@ -11,9 +11,13 @@ recovers by itself: ``pool_pre_ping`` replaces connections that died while idle.
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from collections.abc import AsyncIterator
+from contextlib import suppress
 from typing import Any
 
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
 from dashtam.core.config import Settings, get_settings
@@ -44,7 +48,46 @@ engine = create_async_engine(get_settings().async_database_url, **engine_options
 SessionLocal = async_sessionmaker(engine, expire_on_commit=False)
 
 
+_held_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def nested_connection_slots() -> asyncio.Semaphore:
+    """Limits work that holds a pooled connection while it needs a second one.
+
+    A token refresh keeps its connection (row lock) while the in-process sandbox takes another
+    for its grant; if every pooled connection were held that way, all would wait for each
+    other until ``DASHTAM_DB_POOL_TIMEOUT``. A third of the pool may be held so; the rest
+    stays free for everything else. One semaphore per event loop (asyncio primitives belong
+    to one loop).
+    """
+    loop = asyncio.get_running_loop()
+    slots = _held_slots.get(loop)
+    if slots is None:
+        settings = get_settings()
+        size = max(1, (settings.db_pool_size + settings.db_max_overflow) // 3)
+        slots = _held_slots[loop] = asyncio.Semaphore(size)
+    return slots
+
+
 async def get_session() -> AsyncIterator[AsyncSession]:
     """FastAPI dependency: one session per request."""
-    async with SessionLocal() as session:
+    session = SessionLocal()
+    try:
         yield session
+    finally:
+        await close_quietly(session)
+
+
+async def close_quietly(session: AsyncSession) -> None:
+    """Close ``session``; when its connection died mid-request, discard that connection.
+
+    By then the response is decided (often already sent): a failing rollback on a connection
+    the server dropped must not turn it into a broken reply.
+    """
+    try:
+        await session.close()
+    except (DBAPIError, OSError, TimeoutError):
+        with suppress(DBAPIError, OSError, TimeoutError):
+            await session.invalidate()

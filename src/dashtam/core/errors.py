@@ -35,6 +35,9 @@ _RESERVED = frozenset({"type", "title", "status", "detail", "instance"})
 _log = logging.getLogger("dashtam.errors")
 # lock_not_available (DASHTAM_DB_LOCK_TIMEOUT), deadlock_detected, serialization_failure.
 _BUSY_SQLSTATES = frozenset({"55P03", "40P01", "40001"})
+# connection_exception, insufficient_resources (too many connections), operator_intervention
+# (admin shutdown, crash shutdown, "the database system is starting up / shutting down").
+_UNAVAILABLE_SQLSTATE_CLASSES = frozenset({"08", "53", "57"})
 _TITLES = {
     400: "Bad Request",
     401: "Unauthorized",
@@ -194,7 +197,11 @@ async def _on_database_error(request: Request, exc: Exception) -> JSONResponse:
             instance=request.url.path,
             headers={"Retry-After": "1"},
         )
-    if exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError):
+    if (
+        exc.connection_invalidated
+        or isinstance(exc, OperationalError | InterfaceError)
+        or sqlstate[:2] in _UNAVAILABLE_SQLSTATE_CLASSES
+    ):
         return _unavailable(request)
     return await _on_unexpected(request, exc)
 

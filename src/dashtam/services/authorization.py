@@ -2,7 +2,8 @@
 
 Tokens are sealed with the keyring before they reach the database; the ``state`` handed to
 the browser is signed, expires, and is consumed once (the callback authenticates by it).
-Provider HTTP calls happen outside any open transaction.
+The code exchange calls the provider outside any open transaction; a refresh keeps its
+connection's row locked across the provider call, so refreshes of one connection serialize.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ from dashtam.core import security
 from dashtam.core.clock import utcnow
 from dashtam.core.config import Settings
 from dashtam.core.crypto import DecryptionError, Sealed
+from dashtam.core.db import nested_connection_slots
 from dashtam.core.errors import (
     BadGatewayError,
     BadRequestError,
     ConflictError,
+    ServiceUnavailableError,
     TooManyRequestsError,
 )
 from dashtam.models import (
@@ -48,6 +51,8 @@ STATE_AUDIENCE = "dashtam:authorization-state"
 REFRESH_MARGIN = timedelta(minutes=5)
 FAILURES_BEFORE_ERROR = 3
 MAX_BACKOFF = timedelta(hours=24)
+TRANSIENT_RETRY_AFTER_SECONDS = 5
+_TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
 def callback_uri(base_url: str, provider_id: uuid.UUID) -> str:
@@ -282,7 +287,32 @@ async def refresh_tokens(
     previous one stored, so no rotation is lost. The provider call is made meanwhile; the
     in-process sandbox takes only its own rows' locks, on another connection, so the lock order
     is always connection row first. Waiters give up after ``DASHTAM_DB_LOCK_TIMEOUT`` (503).
+
+    The connection taken so far (to authenticate) is handed back first, and at most
+    ``nested_connection_slots()`` refreshes per worker hold one meanwhile, so the sandbox
+    always finds a free pooled connection.
     """
+    await session.commit()  # end the request's read transaction: its connection goes back
+    async with nested_connection_slots():
+        return await _refresh_locked(
+            session=session,
+            user=user,
+            provider_id=provider_id,
+            settings=settings,
+            http=http,
+            context=context,
+        )
+
+
+async def _refresh_locked(
+    *,
+    session: AsyncSession,
+    user: User,
+    provider_id: uuid.UUID,
+    settings: Settings,
+    http: HttpClientFactory,
+    context: RequestContext,
+) -> ConnectionStatusPublic:
     await lock_connection(session=session, user=user, provider_id=provider_id)
     provider = await get_provider(
         session=session, user=user, provider_id=provider_id, with_token=True
@@ -314,6 +344,15 @@ async def refresh_tokens(
         async with http(provider.provider_key) as client:
             grant = await OAuth2Client(endpoints, client).refresh(refresh_token=refresh_token)
     except ProviderError as exc:
+        if is_transient(exc):
+            await _record_transient_failure(
+                session=session, connection=connection, user=user, exc=exc, context=context
+            )
+            raise ServiceUnavailableError(
+                f"The provider is temporarily unavailable ({exc.error}); retry shortly.",
+                headers={"Retry-After": str(TRANSIENT_RETRY_AFTER_SECONDS)},
+                provider_error=exc.error,
+            ) from None
         failures = connection.consecutive_failures + 1
         connection.consecutive_failures = failures
         connection.next_retry_at = now + backoff_after(failures)
@@ -361,6 +400,35 @@ async def refresh_tokens(
     )
     await session.commit()
     return status_of(connection, connection.token)
+
+
+def is_transient(exc: ProviderError) -> bool:
+    """An outage rather than a refusal: unreachable, overloaded or failing provider."""
+    return exc.error == "network_error" or exc.status in _TRANSIENT_STATUSES
+
+
+async def _record_transient_failure(
+    *,
+    session: AsyncSession,
+    connection: ProviderConnection,
+    user: User,
+    exc: ProviderError,
+    context: RequestContext,
+) -> None:
+    # Audited, but no backoff and no status change: the refresh token was not refused, and
+    # the next attempt may succeed at once.
+    connection.last_error = f"refresh failed: {exc.error} (temporary)"[:500]
+    record(
+        session=session,
+        provider_id=connection.provider_id,
+        user_id=user.id,
+        action=AuditAction.REFRESH,
+        context=context,
+        outcome="failure",
+        error=exc.error,
+        transient=True,
+    )
+    await session.commit()
 
 
 async def disconnect(

@@ -213,6 +213,9 @@ class DatabasePool:
     def _work(self) -> None:
         try:
             with self._address.connect() as conn:
+                # Held by every connection of the run: the run counts as dead only once the
+                # server has ended all of them (a statement of a killed client still finishes).
+                hold_run_lock(conn, self._run)
                 while True:
                     with self._wanted:
                         while not self._closed and not self._to_drop and not self._needs_more():

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -166,11 +166,3 @@ def _anyio_driver(request: pytest.FixtureRequest) -> RunnerDriver:
 
 async def _as_coroutine(make: Callable[[], Awaitable[T]]) -> T:
     return await make()
-
-
-@contextlib.contextmanager
-def released(driver: LoopDriver) -> Iterator[LoopDriver]:
-    try:
-        yield driver
-    finally:
-        driver.release()

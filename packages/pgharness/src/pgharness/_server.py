@@ -250,6 +250,8 @@ def runtime_base() -> Path:
     if override:
         base = Path(override)
         base.mkdir(mode=0o755, parents=True, exist_ok=True)
+        if _is_root():  # postgres runs as another user: it must be able to traverse the folder
+            base.chmod(base.stat().st_mode | 0o711)
         return base
     shm = Path("/dev/shm")  # noqa: S108
     in_memory = shm.is_dir() and os.access(shm, os.W_OK | os.X_OK)
