@@ -66,7 +66,9 @@ def _project(root: Path, uses_database: bool) -> Path:
     path.mkdir()
     (path / "models.py").write_text(MODELS)
     (path / "pytest.ini").write_text("[pytest]\npgharness_schema = models:Base\n")
-    (path / "test_start.py").write_text(TEST.format(fixture="pg_database, " if uses_database else ""))
+    (path / "test_start.py").write_text(
+        TEST.format(fixture="pg_database, " if uses_database else "")
+    )
     return path
 
 
@@ -76,7 +78,17 @@ def _time_to_first_test(project: Path, args: list[str], env: dict[str, str]) -> 
     env = {**env, "BENCH_FIRST_TEST": str(mark)}
     started = time.time()
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", "-p", "no:cacheprovider", *args],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:randomly",
+            "-p",
+            "no:cacheprovider",
+            *args,
+        ],
         cwd=project,
         env=env,
         capture_output=True,
@@ -99,6 +111,7 @@ def main() -> None:
         "embedded, cold (no initdb cache)": (db, [], base_env, True),
         "embedded, warm": (db, [], base_env, False),
         "external URL": (db, [f"--pg-url={URL}"], base_env, False),
+        "no database, -n 2": (nodb, ["-n", "2"], base_env, False),
         "embedded, warm, -n 2": (db, ["-n", "2"], base_env, False),
     }
     try:
@@ -113,12 +126,50 @@ def main() -> None:
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
-    floor = statistics.median(timings["no database"])
+    handout = _pool_handout_ms(root)
     print(f"time to first test, median of {repetitions} (2 cores, {URL.split('@')[-1]} external)")
     print(f"{'scenario':36} {'median s':>9} {'ratio':>7} {'added s':>8}")
     for label, values in timings.items():
         median = statistics.median(values)
-        print(f"{label:36} {median:9.3f} {median / floor:6.2f}x {median - floor:+8.3f}")
+        base = timings["no database, -n 2"] if "-n 2" in label else timings["no database"]
+        floor_here = statistics.median(base)
+        print(f"{label:36} {median:9.3f} {median / floor_here:6.2f}x {median - floor_here:+8.3f}")
+    print("(ratios and added seconds of -n 2 rows are against 'no database, -n 2')")
+    for server, values in handout.items():
+        median_ms = statistics.median(values)
+        print(f"pool hand-out of a ready database, {server}: median {median_ms:.3f} ms")
+
+
+def _pool_handout_ms(root: Path) -> dict[str, list[float]]:
+    """Median time of ``DatabasePool.acquire()`` when the pool has refilled."""
+    from pgharness._config import resolve_settings
+    from pgharness._harness import Harness
+    from pgharness._names import RunIdentity
+
+    results: dict[str, list[float]] = {}
+    for server, url in (("embedded", None), ("external", URL)):
+        settings = resolve_settings(
+            option_url=url,
+            ini_url=None,
+            ini_schema=None,
+            ini_sessionmakers=[],
+            ini_app=None,
+            rootpath=root,
+        )
+        harness = Harness(settings, RunIdentity.for_process(None))
+        try:
+            pool = harness.pool
+            timings = []
+            for _ in range(20):
+                pool.wait_filled()
+                started = time.perf_counter()
+                database = pool.acquire()
+                timings.append((time.perf_counter() - started) * 1000)
+                pool.release(database)
+            results[server] = timings
+        finally:
+            harness.close()
+    return results
 
 
 if __name__ == "__main__":

@@ -9,6 +9,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
+# Imported before any pytester snapshot of sys.modules: a re-import after a snapshot is
+# restored registers SQLAlchemy's PostgreSQL functions twice (SAWarning noise).
+import sqlalchemy.dialects.postgresql  # noqa: F401
+
 #: The machine's PostgreSQL server (trust auth), used for the external-URL tests.
 EXTERNAL_URL = os.environ.get("PGHARNESS_TEST_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -52,13 +56,17 @@ def run_dirs(base: Path) -> set[str]:
     return {p.name for p in base.iterdir() if p.is_dir() and (p / "owners.json").exists()}
 
 
+def process_running(pid: int) -> bool:
+    """Alive and not a zombie (an exited process waiting to be reaped counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
 def postgres_running_in(path: Path) -> bool:
     pid_file = path / "data" / "postmaster.pid"
     if not pid_file.exists():
         return False
-    pid = int(pid_file.read_text().split("\n", 1)[0])
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+    return process_running(int(pid_file.read_text().split("\n", 1)[0]))

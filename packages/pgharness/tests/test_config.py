@@ -180,3 +180,12 @@ def test_unreachable_server_under_xdist_stops_the_run_once(project: pytest.Pytes
     assert "INTERNALERROR" not in output
     assert output.count("cannot connect to the PostgreSQL server") == 1
     assert "hunter2" not in output
+
+
+def test_help_works_whatever_the_settings(project: pytest.Pytester) -> None:
+    project.makeini("[pytest]\npgharness_schema = not a schema\n")
+
+    result = project.runpytest_subprocess("--help")
+
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(["*--pg-url=URL*", "*pgharness_schema (string)*"])

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import EXTERNAL_URL, database_names, postgres_running_in, run_dirs
+from conftest import EXTERNAL_URL, database_names, postgres_running_in, process_running, run_dirs
 from pgharness._config import resolve_settings
 from pgharness._harness import Harness
 from pgharness._names import RunIdentity, advisory_key
@@ -80,11 +80,10 @@ def test_pool_hands_out_fresh_clones_fast_and_drops_them(
     names = [d.name for d in handed_out]
     assert len(set(names)) == len(names), "every hand-out is a database nobody used"
     assert all(n.startswith(f"pgh_{external_harness.run.run_id}_main_p") for n in names)
-    print("median hand-out ms", statistics.median(timings) * 1000)
-    assert statistics.median(timings) < 0.005
+    assert statistics.median(timings) < 0.005, f"hand-out times (s): {timings}"
     external_harness.close()
     left = database_names(admin, f"pgh_{external_harness.run.run_id}%")
-    assert left == set(), "closing the harness drops every clone it made"
+    assert left == set(), f"closing the harness drops every clone it made; left: {left}"
 
 
 def test_repr_masks_the_password() -> None:
@@ -235,5 +234,4 @@ def test_embedded_server_of_a_killed_run_is_stopped_and_removed_by_the_next(
     after.assert_outcomes(passed=1)
     assert not killed_dir.exists()
     assert run_dirs(runtime_dir) == set()
-    with pytest.raises(ProcessLookupError):
-        os.kill(postmaster, 0)
+    assert not process_running(postmaster), "the dead run's server is stopped"

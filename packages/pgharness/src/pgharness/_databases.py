@@ -131,8 +131,15 @@ class DatabasePool:
     """
 
     def __init__(
-        self, *, address: ServerAddress, template: str, run: RunIdentity, size: int = 2
+        self,
+        *,
+        address: ServerAddress,
+        template: str,
+        run: RunIdentity,
+        size: int = 2,
+        drop_on_close: bool = True,
     ) -> None:
+        self._drop_on_close = drop_on_close
         self._address = address
         self._template = template
         self._run = run
@@ -196,10 +203,11 @@ class DatabasePool:
         with self._wanted:
             leftovers += self._to_drop
             self._to_drop = []
-        if leftovers:
-            with contextlib.suppress(Exception), self._address.connect() as conn:
+        if leftovers and self._drop_on_close:
+            with self._address.connect() as conn:
                 for name in leftovers:
-                    drop_database(conn, name)
+                    with contextlib.suppress(Exception):
+                        drop_database(conn, name)
 
     # -- background ------------------------------------------------------------------------
 

@@ -79,6 +79,7 @@ class Harness:
                     template=self._template.name,
                     run=self.run,
                     size=POOL_SIZE,
+                    drop_on_close=not self._server.disposable,
                 )
             return self._pool
 
@@ -171,8 +172,9 @@ class Harness:
             with contextlib.suppress(Exception):
                 self._pool.close()
             self._pool = None
+        disposable = self._server is not None and self._server.disposable
         if self._control is not None:
-            if self._worker_database is not None:
+            if self._worker_database is not None and not disposable:
                 with contextlib.suppress(Exception):
                     drop_database(self._control, self._worker_database.name)
             with contextlib.suppress(Exception):

