@@ -4,12 +4,40 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-dashtam test-pgharness ci-test lint bench clean
+# The troubleshooting guide's versions, in an environment of their own.
+COMPAT_VENV ?= .venv-compat
+COMPAT_BIN := $(COMPAT_VENV)/bin
+COMPAT_STAMP := $(COMPAT_VENV)/.installed
+COMPAT_PINS := "sqlalchemy[asyncio]==2.0.43" "pytest-asyncio==1.2.0"
+
+# `make test-up`: one embedded PostgreSQL kept running in .pgharness/ (git-ignored). While it is
+# up, the test targets point pgharness at it (PGHARNESS_URL), so repeated runs skip the server
+# start and reuse the schema template. A PGHARNESS_URL set by the caller wins.
+TEST_SERVER_DIR := .pgharness/server
+TEST_SERVER_URL_FILE := .pgharness/url
+ifeq ($(origin PGHARNESS_URL),undefined)
+PGHARNESS_URL := $(shell [ -f $(TEST_SERVER_URL_FILE) ] && [ -f $(TEST_SERVER_DIR)/postmaster.pid ] && cat $(TEST_SERVER_URL_FILE))
+endif
+ifneq ($(PGHARNESS_URL),)
+export PGHARNESS_URL
+endif
+
+# The machine's PostgreSQL, for CI's second run.
+MACHINE_PG_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
+
+# pytest exits 5 when it collected nothing: every target below treats that as a failure.
+PYTEST := $(BIN)/python -m pytest
+CI_PYTEST_ARGS := -n 2 -p randomly -q --timeout=300
+COVERAGE_ENV := COVERAGE_RCFILE=$(CURDIR)/pyproject.toml COVERAGE_FILE=$(CURDIR)/.coverage
+
+.PHONY: install run test test-dashtam test-pgharness test-unit test-integration test-api \
+	test-up test-down ci-test ci-lint ci-embedded ci-machine ci-compat ci-coverage-gate \
+	compat-install lint bench load clean
 
 $(STAMP): pyproject.toml packages/pgharness/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e packages/pgharness -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e 'packages/pgharness[alembic]' -e '.[dev]'
 	touch $@
 
 install: $(STAMP)
@@ -17,22 +45,81 @@ install: $(STAMP)
 run: $(STAMP)  ## Serve Dashtam on http://127.0.0.1:8000 (embedded PostgreSQL unless DATABASE_URL is set)
 	$(BIN)/dashtam serve
 
-test: test-dashtam test-pgharness  ## Every test
+test: test-dashtam test-pgharness  ## Every test: Dashtam's suite and pgharness's suite
 
 test-dashtam: $(STAMP)
-	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
+	$(PYTEST) tests $(PYTEST_ARGS)
 
 test-pgharness: $(STAMP)
-	cd packages/pgharness && ../../$(BIN)/python -m pytest $(PYTEST_ARGS)
+	cd packages/pgharness && $(CURDIR)/$(PYTEST) $(PYTEST_ARGS)
 
-ci-test: lint test  ## What .ci/run runs
+test-unit: $(STAMP)  ## Dashtam's unit tests (no database)
+	$(PYTEST) tests/unit $(PYTEST_ARGS)
+
+test-integration: $(STAMP)  ## Dashtam's services against PostgreSQL
+	$(PYTEST) tests/integration $(PYTEST_ARGS)
+
+test-api: $(STAMP)  ## Dashtam's HTTP API, sync and async styles, and its security tests
+	$(PYTEST) tests/api tests/api_async tests/security $(PYTEST_ARGS)
+
+test-up: $(STAMP)  ## Keep an embedded PostgreSQL running for fast repeated test runs
+	@mkdir -p .pgharness
+	@$(BIN)/python -c 'import sys; from pathlib import Path; from dashtam.core.embedded import EmbeddedPostgres; server = EmbeddedPostgres(Path(sys.argv[1]), for_tests=True); server.start(); print(server.url())' $(TEST_SERVER_DIR) > $(TEST_SERVER_URL_FILE)
+	@echo "test server up: PGHARNESS_URL=$$(cat $(TEST_SERVER_URL_FILE)) (make test uses it; make test-down stops it)"
+
+test-down:  ## Stop the server of `make test-up` and delete its data
+	@if [ -d $(TEST_SERVER_DIR) ]; then $(BIN)/python -c 'import sys; from pathlib import Path; from dashtam.core.embedded import EmbeddedPostgres; EmbeddedPostgres(Path(sys.argv[1])).stop()' $(TEST_SERVER_DIR); fi
+	rm -rf $(TEST_SERVER_DIR) $(TEST_SERVER_URL_FILE)
+
+# CI (.ci/run runs exactly this): lint; both suites on the embedded default under coverage,
+# following subprocesses (pytester runs, xdist workers); both suites again on the machine's
+# PostgreSQL; Dashtam's suite and pgharness's with the guide's versions; the coverage gates.
+# Every run: random order, two workers.
+ci-test: ci-lint ci-embedded ci-machine ci-compat ci-coverage-gate  ## What CI runs (.ci/run)
+
+ci-lint: lint
+
+ci-embedded: $(STAMP)
+	rm -f .coverage .coverage.*
+	env -u PGHARNESS_URL $(COVERAGE_ENV) $(BIN)/coverage run -m pytest tests $(CI_PYTEST_ARGS)
+	cd packages/pgharness && env -u PGHARNESS_URL $(COVERAGE_ENV) $(CURDIR)/$(BIN)/coverage run -m pytest $(CI_PYTEST_ARGS)
+
+ci-machine: $(STAMP)
+	PGHARNESS_URL=$(MACHINE_PG_URL) $(PYTEST) tests $(CI_PYTEST_ARGS)
+	cd packages/pgharness && PGHARNESS_URL=$(MACHINE_PG_URL) $(CURDIR)/$(PYTEST) $(CI_PYTEST_ARGS)
+
+ci-compat: compat-install
+	$(COMPAT_BIN)/python -c 'import sqlalchemy, pytest_asyncio; assert (sqlalchemy.__version__, pytest_asyncio.__version__) == ("2.0.43", "1.2.0"), (sqlalchemy.__version__, pytest_asyncio.__version__)'
+	env -u PGHARNESS_URL $(COMPAT_BIN)/python -m pytest tests $(CI_PYTEST_ARGS)
+	cd packages/pgharness && env -u PGHARNESS_URL $(CURDIR)/$(COMPAT_BIN)/python -m pytest $(CI_PYTEST_ARGS)
+
+ci-coverage-gate: $(STAMP)
+	$(BIN)/coverage combine --quiet
+	@echo "--- src/dashtam (branch coverage, gate 90%)"
+	$(BIN)/coverage report --include='*/src/dashtam/*' --fail-under=90
+	@echo "--- packages/pgharness (branch coverage, gate 90%)"
+	$(BIN)/coverage report --include='*/packages/pgharness/src/*' --fail-under=90
+
+$(COMPAT_STAMP): pyproject.toml packages/pgharness/pyproject.toml
+	$(PYTHON) -m venv $(COMPAT_VENV)
+	$(COMPAT_BIN)/python -m pip install --quiet --upgrade pip
+	$(COMPAT_BIN)/python -m pip install --quiet -e 'packages/pgharness[alembic]' -e '.[dev]' $(COMPAT_PINS)
+	touch $@
+
+compat-install: $(COMPAT_STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check tests
 	$(BIN)/mypy
 
-bench: $(STAMP)
-	@echo "no benchmarks yet"
+bench: $(STAMP)  ## The short benchmarks: plugin start-up, isolation, diagnostics
+	$(BIN)/python benchmarks/startup.py
+	$(BIN)/python benchmarks/isolation.py
+	$(BIN)/python benchmarks/diagnostics.py
+
+load: $(STAMP)  ## The long load and fault benchmark (benchmarks/load.py)
+	$(BIN)/python benchmarks/load.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(COMPAT_VENV) .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.* htmlcov

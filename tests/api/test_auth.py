@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
-from tests.api.conftest import Account, register_and_login
+from tests.support.accounts import Account, register_and_login
 
 PROBLEM = "application/problem+json"
 

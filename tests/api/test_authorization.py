@@ -5,13 +5,14 @@ from __future__ import annotations
 from datetime import timedelta
 from urllib.parse import parse_qs, urlsplit
 
+import pytest
 from fastapi.testclient import TestClient
 
 from dashtam.core.clock import utcnow
 from dashtam.core.config import get_settings
 from dashtam.core.security import sign_value
 from dashtam.services.authorization import STATE_AUDIENCE
-from tests.api.conftest import Account, add_provider, connect
+from tests.support.accounts import Account, add_provider, connect
 
 
 def _start(client: TestClient, account: Account, pid: str) -> tuple[str, str]:
@@ -75,6 +76,9 @@ def test_state_of_one_provider_does_not_complete_another(
     assert response.status_code == 400
 
 
+# Rows are ordered by created_at = now(), the time their transaction began: each request
+# needs a transaction of its own (as in production) for the order to be the request order.
+@pytest.mark.pg_isolation("database")
 def test_denied_consent_is_a_failed_callback_in_the_audit_log(
     client: TestClient, account: Account
 ) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.api.conftest import Account, add_provider
+from tests.support.accounts import Account, add_provider
 
 PROBLEM = "application/problem+json"
 

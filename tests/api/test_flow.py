@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
 from fastapi.testclient import TestClient
 
-from tests.api.conftest import Account, add_provider, connect
+from tests.support.accounts import Account, add_provider, connect
 
 
+# Rows are ordered by created_at = now(), the time their transaction began: each request
+# needs a transaction of its own (as in production) for the order to be the request order.
+@pytest.mark.pg_isolation("database")
 def test_connect_refresh_disconnect_with_the_sandbox(client: TestClient, account: Account) -> None:
     provider = add_provider(client, account)
     pid = provider["id"]

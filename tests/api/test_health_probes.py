@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from dashtam.migrate import head_revision
-from tests.api.flows import libpq_url
+from tests.support.database import libpq_url
 
 
 def test_liveness_answers_without_the_database(client: TestClient) -> None:

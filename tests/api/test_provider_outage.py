@@ -6,8 +6,8 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.api.conftest import Account
 from tests.api.test_schwab import FakeSchwab, _connect_schwab, schwab  # noqa: F401 (fixture)
+from tests.support.accounts import Account
 
 
 class FlakySchwab(FakeSchwab):
@@ -23,6 +23,9 @@ class FlakySchwab(FakeSchwab):
 
 
 @pytest.mark.parametrize("status", [500, 503, 504])
+# The audit log is ordered by created_at = now(), the time a transaction began: each request
+# needs a transaction of its own (as in production) for the order to be the request order.
+@pytest.mark.pg_isolation("database")
 def test_provider_outage_is_503_and_refresh_works_again_at_once(
     client: TestClient, account: Account, schwab_transport: object, status: int
 ) -> None:

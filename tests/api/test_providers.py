@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
 from fastapi.testclient import TestClient
 
-from tests.api.conftest import Account, add_provider, connect
+from tests.support.accounts import Account, add_provider, connect
 
 
 def test_provider_types_include_sandbox_and_schwab(client: TestClient) -> None:
@@ -51,6 +52,9 @@ def test_alias_is_unique_per_user(client: TestClient, make_account: Callable[[],
     assert rename.status_code == 409
 
 
+# Rows are ordered by created_at = now(), the time their transaction began: each request
+# needs a transaction of its own (as in production) for the order to be the request order.
+@pytest.mark.pg_isolation("database")
 def test_listing_is_paginated(client: TestClient, account: Account) -> None:
     for n in range(5):
         add_provider(client, account, alias=f"P{n}")

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import base64
+import uuid
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
-import psycopg
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import func, select, update
 
-from tests.api.conftest import Account, add_provider
-from tests.conftest import PgDatabase
+from dashtam.models import ProviderConnection, ProviderToken
+from tests.support.accounts import Account, add_provider
 
 
 class FakeSchwab:
@@ -73,16 +75,19 @@ def _connect_schwab(client: TestClient, account: Account, schwab: FakeSchwab) ->
     return pid
 
 
-def _rewind_backoff(pg_database: PgDatabase, pid: str) -> None:
+def _rewind_backoff(db: Any, pid: str) -> None:
     """Let the backoff elapse without waiting for it."""
-    with psycopg.connect(pg_database.libpq_url, autocommit=True) as conn:
-        conn.execute(
-            "UPDATE provider_connections SET next_retry_at = now() - interval '1 second'"
-            " WHERE provider_id = %s",
-            (pid,),
-        )
+    db.execute(
+        update(ProviderConnection)
+        .where(ProviderConnection.provider_id == uuid.UUID(pid))
+        .values(next_retry_at=func.now() - timedelta(seconds=1))
+    )
+    db.commit()
 
 
+# Rows are ordered by created_at = now(), the time their transaction began: each request
+# needs a transaction of its own (as in production) for the order to be the request order.
+@pytest.mark.pg_isolation("database")
 def test_schwab_refresh_rotates_the_refresh_token(
     client: TestClient, account: Account, schwab: FakeSchwab
 ) -> None:
@@ -104,7 +109,7 @@ def test_schwab_refresh_rotates_the_refresh_token(
 
 
 def test_three_failures_put_the_connection_in_error_with_capped_backoff(
-    client: TestClient, account: Account, schwab: FakeSchwab, pg_database: PgDatabase
+    client: TestClient, db: Any, account: Account, schwab: FakeSchwab
 ) -> None:
     pid = _connect_schwab(client, account, schwab)
     refresh_url = f"/api/v1/providers/{pid}/token-refreshes"
@@ -124,7 +129,7 @@ def test_three_failures_put_the_connection_in_error_with_capped_backoff(
 
     statuses = []
     for _ in range(2):
-        _rewind_backoff(pg_database, pid)
+        _rewind_backoff(db, pid)
         assert client.post(refresh_url, headers=account.headers).status_code == 502
         status = client.get(
             f"/api/v1/providers/{pid}/authorization", headers=account.headers
@@ -144,7 +149,7 @@ def test_three_failures_put_the_connection_in_error_with_capped_backoff(
     assert [d["outcome"] for d in failures] == ["failure"] * 3
 
     schwab.fail_with = None
-    _rewind_backoff(pg_database, pid)
+    _rewind_backoff(db, pid)
     recovered = client.post(refresh_url, headers=account.headers)
     assert recovered.status_code == 201
     body = recovered.json()
@@ -153,6 +158,9 @@ def test_three_failures_put_the_connection_in_error_with_capped_backoff(
     assert body["next_retry_at"] is None
 
 
+# Rows are ordered by created_at = now(), the time their transaction began: each request
+# needs a transaction of its own (as in production) for the order to be the request order.
+@pytest.mark.pg_isolation("database")
 def test_a_refused_code_exchange_is_502_and_audited(
     client: TestClient, account: Account, schwab: FakeSchwab
 ) -> None:
@@ -171,15 +179,19 @@ def test_a_refused_code_exchange_is_502_and_audited(
 
 
 def test_needs_refresh_when_the_token_expires_within_five_minutes(
-    client: TestClient, account: Account, schwab: FakeSchwab, pg_database: PgDatabase
+    client: TestClient, db: Any, account: Account, schwab: FakeSchwab
 ) -> None:
     pid = _connect_schwab(client, account, schwab)
     url = f"/api/v1/providers/{pid}/authorization"
     assert client.get(url, headers=account.headers).json()["needs_refresh"] is False
-    with psycopg.connect(pg_database.libpq_url, autocommit=True) as conn:
-        conn.execute(
-            "UPDATE provider_tokens SET expires_at = now() + %s"
-            " FROM provider_connections c WHERE c.id = connection_id AND c.provider_id = %s",
-            (timedelta(minutes=4), pid),
-        )
+    connection_id = select(ProviderConnection.id).where(
+        ProviderConnection.provider_id == uuid.UUID(pid)
+    )
+    expiring = db.execute(
+        update(ProviderToken)
+        .where(ProviderToken.connection_id == connection_id.scalar_subquery())
+        .values(expires_at=datetime.now(UTC) + timedelta(minutes=4))
+    )
+    assert expiring.rowcount == 1
+    db.commit()
     assert client.get(url, headers=account.headers).json()["needs_refresh"] is True

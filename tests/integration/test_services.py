@@ -64,31 +64,3 @@ async def test_refresh_token_reuse_revokes_the_family(async_db: AsyncSession) ->
             session=async_db, refresh_token=rotated.refresh_token, settings=settings
         )
 
-
-async def test_async_client_runs_the_sandbox_flow(async_client: object) -> None:
-    import httpx
-
-    assert isinstance(async_client, httpx.AsyncClient)
-    email, password = "async@example.com", "a good password"
-    assert (
-        await async_client.post(
-            "/api/v1/auth/register", json={"email": email, "password": password}
-        )
-    ).status_code == 201
-    tokens = (
-        await async_client.post("/api/v1/auth/login", json={"email": email, "password": password})
-    ).json()
-    headers = {"Authorization": f"Bearer {tokens['access_token']}"}
-    provider = (
-        await async_client.post(
-            "/api/v1/providers", json={"provider_key": "sandbox", "alias": "A"}, headers=headers
-        )
-    ).json()
-    start = (
-        await async_client.post(
-            f"/api/v1/providers/{provider['id']}/authorization", headers=headers
-        )
-    ).json()
-    callback = await async_client.get(start["authorization_url"], follow_redirects=True)
-    assert callback.status_code == 200
-    assert callback.json()["status"] == "active"

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from dashtam.core.clock import utcnow
 from dashtam.core.config import get_settings
 from dashtam.main import app
-from tests.api.conftest import Account, add_provider, connect, register_and_login
+from tests.support.accounts import Account, add_provider, connect, register_and_login
 
 _BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("PATCH", "/api/v1/providers/{provider_id}"): {"alias": "Taken over"},

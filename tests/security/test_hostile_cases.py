@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from dashtam.core.config import get_settings
-from tests.api.conftest import Account, add_provider, register_and_login
+from tests.support.accounts import Account, add_provider, register_and_login
 
 
 def _problem(response: object, status: int) -> None:

@@ -22,7 +22,7 @@ from schemathesis.specs.openapi.checks import (
 
 from dashtam.core.errors import PROBLEM_MEDIA_TYPE
 from dashtam.main import app
-from tests.api.conftest import add_provider, connect, register_and_login
+from tests.support.accounts import add_provider, connect, register_and_login
 
 schema = schemathesis.openapi.from_dict(app.openapi()).include(path_regex=r"^/(api/v1|health)")
 # Small on purpose: CI runs this with every push; raise it locally to dig deeper.

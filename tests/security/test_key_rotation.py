@@ -13,7 +13,8 @@ from dashtam.cli import rotate_key
 from dashtam.core.config import Settings, get_settings, new_encryption_key
 from dashtam.core.crypto import DecryptionError, Keyring, Sealed
 from dashtam.main import app
-from tests.api.flows import libpq_url, register_connect
+from tests.support.database import libpq_url
+from tests.support.flows import register_connect
 
 
 def _sealed_values(sync_url: str) -> dict[str, tuple[Sealed, bytes]]:

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from dashtam.core.clock import shifted
 from dashtam.core.config import get_settings
-from tests.api.conftest import register_and_login
+from tests.support.accounts import register_and_login
 
 LOGIN = "/api/v1/auth/login"
 

@@ -15,8 +15,8 @@ from dashtam.core import log_redaction
 from dashtam.core.config import get_settings
 from dashtam.core.crypto import Keyring, Sealed
 from dashtam.providers.registry import sandbox_client_secret
-from tests.api.conftest import add_provider, register_and_login
-from tests.api.flows import libpq_url
+from tests.support.accounts import add_provider, register_and_login
+from tests.support.database import libpq_url
 
 _CALLBACK = "/api/v1/providers/x/authorization/callback"
 

@@ -57,6 +57,8 @@ def test_rotation_new_key_encrypts_old_key_still_decrypts() -> None:
         "k1:" + "QUJD",
         f"k1:{new_encryption_key()},k1:{new_encryption_key()}",
     ],
+    # Fixed ids: the keys are random, and xdist workers must collect the same test names.
+    ids=["empty", "no-key", "not-base64", "too-short", "duplicate-key-id"],
 )
 def test_bad_keyrings_are_refused_without_echoing_keys(spec: str) -> None:
     with pytest.raises(KeyringError) as info:

@@ -15,7 +15,7 @@ def test_db_offers_what_seeding_and_checking_need(pytester: pytest.Pytester) -> 
         import threading
 
         import pytest
-        from sqlalchemy import func, insert, select, text
+        from sqlalchemy import func, insert, select, text, update
         from sqlalchemy.exc import IntegrityError
 
         import myapp
@@ -38,6 +38,16 @@ def test_db_offers_what_seeding_and_checking_need(pytester: pytest.Pytester) -> 
             db.execute(text("update users set email = 'alice@new.example' where id = :id"), {"id": alice.id})
             db.refresh(alice)
             assert alice.email == "alice@new.example"
+            # An ORM UPDATE whose WHERE the session cannot evaluate adds RETURNING: rows and
+            # a rowcount, as in the async session.
+            renamed = db.execute(
+                update(myapp.User)
+                .where(myapp.User.id == select(myapp.User.id).where(myapp.User.email == "bob@example.com").scalar_subquery())
+                .values(email="bob@new.example")
+            )
+            assert renamed.rowcount == 1
+            assert db.scalar(select(myapp.User.email).where(myapp.User.email.like("bob@%"))) == "bob@new.example"
+            db.execute(update(myapp.User).where(myapp.User.email == "bob@new.example").values(email="bob@example.com"))
             db.delete(users[2])
             db.commit()
             assert client.get("/users/count").json() == {"count": 2}

@@ -145,7 +145,8 @@ class Harness:
         self._worker_database = PgDatabase.on(address, name)
 
     def _open_server(self) -> None:
-        from ._server import EmbeddedServer, ExternalServer
+        from ._embedded import EmbeddedServer
+        from ._server import ExternalServer
 
         try:
             settings = self.settings

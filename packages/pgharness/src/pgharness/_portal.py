@@ -147,11 +147,19 @@ class BlockingSession:
         async def buffered() -> Any:
             result = await self._session.execute(statement, params, **kwargs)
             if getattr(result, "returns_rows", True):  # ORM results always return rows
-                return result.freeze()
+                # An UPDATE/DELETE ... RETURNING (the ORM adds one to synchronize the
+                # session) returns rows and has a rowcount: keep both.
+                return result.freeze(), getattr(result, "rowcount", None)
             return _NoRows(result.rowcount)
 
-        frozen = self._portal.call(buffered)
-        return frozen() if not isinstance(frozen, _NoRows) else frozen
+        buffered_result = self._portal.call(buffered)
+        if isinstance(buffered_result, _NoRows):
+            return buffered_result
+        frozen, rowcount = buffered_result
+        rows = frozen()
+        if rowcount is not None:
+            rows.rowcount = rowcount
+        return rows
 
     def scalar(self, statement: Any, params: Any = None, **kwargs: Any) -> Any:
         return self._call(self._session.scalar, statement, params, **kwargs)

@@ -137,7 +137,7 @@ def pytest_collection_modifyitems(
     # Start before the first test (so its time is not charged to that test, and the report
     # can say what happened), but only when some test will use PostgreSQL.
     harness = config.stash.get(HARNESS_KEY, None)
-    if harness is None or _is_xdist_controller(config):
+    if harness is None or _is_xdist_controller(config) or config.option.collectonly:
         return
     if any(_uses_pgharness(item) for item in items) and start_or_stop(harness, session):
         # An xdist worker that could not start runs nothing; the controller reports why.

@@ -1,4 +1,4 @@
-"""The connect flow over ``httpx.AsyncClient`` (ASGI), for async and concurrency tests."""
+"""Async API helpers over ``httpx.AsyncClient``: a user with a connected sandbox provider."""
 
 from __future__ import annotations
 
@@ -37,10 +37,6 @@ async def register_connect(http: httpx.AsyncClient) -> Connected:
     assert callback.status_code == 200, callback.text
     assert callback.json()["status"] == "active"
     return Connected(email, headers, provider_id)
-
-
-def libpq_url(sync_url: str) -> str:
-    return sync_url.replace("postgresql+psycopg://", "postgresql://", 1)
 
 
 def json_of(response: httpx.Response) -> dict[str, Any]:

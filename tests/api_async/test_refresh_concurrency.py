@@ -11,7 +11,8 @@ import pytest
 
 from dashtam.core.config import get_settings
 from dashtam.main import app
-from tests.api.flows import Connected, libpq_url, register_connect
+from tests.support.database import libpq_url
+from tests.support.flows import Connected, register_connect
 
 CONCURRENT = 5
 

@@ -9,7 +9,8 @@ import httpx
 import psycopg
 import pytest
 
-from tests.api.flows import libpq_url, register_connect
+from tests.support.database import libpq_url
+from tests.support.flows import register_connect
 
 _STATE = """
 SELECT t.key_id, t.access_token_encrypted, t.refresh_token_encrypted, t.expires_at,

@@ -1,0 +1,180 @@
+"""The docs run: every code block of the README and the guides builds and runs a real project.
+
+Each ``<!-- doctest: project=... -->`` comment (see ``_doc_blocks``) puts the block below it
+into a pytester project, in document order; ``run`` blocks are run as the reader would run
+them (the ``pytest`` command in a fresh process, in the project's folder) and their outcome and
+quoted output are checked. A code or command block with no doctest comment fails
+``test_every_code_block_is_run_or_says_why_not``: the docs cannot drift from what runs.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+from _diagnostics_project import scratch_database
+from _doc_blocks import RUNNABLE_LANGUAGES, Block, Project, Step, parse_blocks, projects_of
+
+PACKAGE = Path(__file__).resolve().parents[1]
+REPOSITORY = PACKAGE.parents[1]
+GUIDES = [REPOSITORY / "docs" / name for name in ("testing-guide.md", "troubleshooting.md", "architecture.md")]
+DOCS = [PACKAGE / "README.md", *(guide for guide in GUIDES if guide.exists())]
+
+# Taken before pytester changes HOME: inner runs share the user's initdb cache, as a reader's do.
+_ENVIRONMENT = dict(os.environ)
+_PYTEST = shutil.which("pytest", path=str(Path(sys.executable).parent))
+RUN_TIMEOUT = 240
+
+
+def _inner_environment(extra: dict[str, str]) -> dict[str, str]:
+    env = {
+        key: value
+        for key, value in _ENVIRONMENT.items()
+        if not key.startswith(("PYTEST_", "PGHARNESS_URL"))  # the outer run's own settings
+    }
+    if "PGHARNESS_URL" in _ENVIRONMENT:
+        # CI's external-server run: the docs' projects use the same server as the suite.
+        env["PGHARNESS_URL"] = _ENVIRONMENT["PGHARNESS_URL"]
+    env.update(extra)
+    return env
+
+
+def _command(block: Block) -> list[str]:
+    assert block.directive is not None
+    text = block.directive["run"] if block.directive.get("run") else block.text
+    lines = [
+        line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")
+    ]
+    assert len(lines) == 1, f"{block.where}: a run block holds exactly one command, got {lines}"
+    words = shlex.split(lines[0].split(" #", 1)[0])
+    assert words[0] == "pytest", f"{block.where}: only pytest commands are run, not {words[0]!r}"
+    program = [_PYTEST] if _PYTEST else [sys.executable, "-m", "pytest"]
+    return [*program, *words[1:]]
+
+
+def _expected(block: Block) -> tuple[dict[str, int], int | None]:
+    outcomes: dict[str, int] = {}
+    exit_code: int | None = None
+    assert block.directive is not None
+    for word in block.directive.get("expect", "").split():
+        key, _, value = word.partition("=")
+        if key == "exit":
+            exit_code = int(value)
+        else:
+            outcomes[key] = int(value)
+    return outcomes, exit_code
+
+
+def _run(project_dir: Path, block: Block, env: dict[str, str]) -> pytest.RunResult:
+    started = time.monotonic()
+    completed = subprocess.run(  # the reader's command, in a fresh process
+        _command(block),
+        cwd=project_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+        check=False,
+    )
+    return pytest.RunResult(
+        completed.returncode,
+        completed.stdout.splitlines(),
+        completed.stderr.splitlines(),
+        time.monotonic() - started,
+    )
+
+
+def _assert_lines_in_order(block: Block, result: pytest.RunResult) -> None:
+    output = [*result.outlines, *result.errlines]
+    position = 0
+    for wanted in (line.strip() for line in block.text.splitlines()):
+        if not wanted or wanted == "...":
+            continue
+        for index in range(position, len(output)):
+            if wanted in output[index]:
+                position = index + 1
+                break
+        else:
+            shown = "\n".join(output)
+            pytest.fail(f"{block.where}: the docs show {wanted!r}, the run printed:\n{shown}")
+
+
+def _write(project_dir: Path, block: Block, path_text: str) -> None:
+    path = project_dir / path_text
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as file:
+        if file.tell():
+            file.write("\n\n")
+        file.write(block.text)
+
+
+def _check_outcome(block: Block, result: pytest.RunResult) -> None:
+    outcomes, exit_code = _expected(block)
+    shown = "\n".join([*result.outlines, *result.errlines])
+    if exit_code is not None:
+        assert result.ret == exit_code, f"{block.where}: exit {result.ret}, not {exit_code}\n{shown}"
+    if outcomes:
+        found = result.parseoutcomes()
+        for word, count in outcomes.items():
+            plural = {"error": "errors", "warning": "warnings"}.get(word, word)
+            actual = found.get(word, found.get(plural, 0))
+            assert actual == count, f"{block.where}: {word}={actual}, not {count}\n{shown}"
+        unexpected = {"failed", "errors", "error"} & set(found) - set(outcomes)
+        assert not unexpected, f"{block.where}: unexpected {unexpected}\n{shown}"
+
+
+PROJECTS = projects_of(DOCS)
+
+
+def _base_files(project: Project) -> list[Step]:
+    if project.base is None:
+        return []
+    base = next(p for p in PROJECTS if p.doc == project.doc and p.name == project.base)
+    return [*_base_files(base), *(step for step in base.steps if step.kind == "file")]
+
+
+@pytest.mark.parametrize("project", PROJECTS, ids=lambda project: project.id)
+def test_the_docs_project_runs_as_shown(project: Project, pytester: pytest.Pytester) -> None:
+    for module in sorted(project.requires):
+        pytest.importorskip(module, reason=f"{project.id} needs {module} installed")
+    for step in _base_files(project):
+        _write(pytester.path, step.block, step.directive["file"])
+    last: pytest.RunResult | None = None
+    with ExitStack() as stack:
+        for step in project.steps:
+            block, directive = step.block, step.directive
+            if step.kind == "file":
+                _write(pytester.path, block, directive["file"])
+            if step.kind == "run" or (step.kind == "file" and directive.get("run")):
+                extra: dict[str, str] = {}
+                if directive.get("database") == "scratch":
+                    extra["DATABASE_URL"] = stack.enter_context(scratch_database())
+                last = _run(pytester.path, block, _inner_environment(extra))
+                _check_outcome(block, last)
+            elif step.kind == "output":
+                assert last is not None, f"{block.where}: output shown before any run"
+                _assert_lines_in_order(block, last)
+    assert last is not None, f"{project.id}: the project is never run"
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda doc: doc.name)
+def test_every_code_block_is_run_or_says_why_not(doc: Path) -> None:
+    unclaimed = [
+        block.where
+        for block in parse_blocks(doc)
+        if block.lang in RUNNABLE_LANGUAGES
+        and (block.directive is None or not (block.directive.get("project") or block.directive.get("skip")))
+    ]
+    assert not unclaimed, f"code blocks with no doctest comment (project=... or skip=...): {unclaimed}"
+
+
+def test_the_guides_exist() -> None:
+    missing = [guide.name for guide in GUIDES if not guide.exists()]
+    assert not missing, f"docs/ lacks {missing}"
