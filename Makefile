@@ -72,9 +72,9 @@ test-down:  ## Stop the server of `make test-up` and delete its data
 	rm -rf $(TEST_SERVER_DIR) $(TEST_SERVER_URL_FILE)
 
 # CI (.ci/run runs exactly this): lint; both suites on the embedded default under coverage,
-# following subprocesses (pytester runs, xdist workers); both suites again on the machine's
-# PostgreSQL; Dashtam's suite and pgharness's with the guide's versions; the coverage gates.
-# Every run: random order, two workers.
+# following subprocesses (pytester runs, xdist workers); Dashtam's suite again on the
+# machine's PostgreSQL; both suites with the guide's versions; the coverage gates.
+# Every run: random order, two workers, a per-test timeout.
 ci-test: ci-lint ci-embedded ci-machine ci-compat ci-coverage-gate  ## What CI runs (.ci/run)
 
 ci-lint: lint
@@ -84,9 +84,9 @@ ci-embedded: $(STAMP)
 	env -u PGHARNESS_URL $(COVERAGE_ENV) $(BIN)/coverage run -m pytest tests $(CI_PYTEST_ARGS)
 	cd packages/pgharness && env -u PGHARNESS_URL $(COVERAGE_ENV) $(CURDIR)/$(BIN)/coverage run -m pytest $(CI_PYTEST_ARGS)
 
+# pgharness's own suite already runs its projects against both kinds of server.
 ci-machine: $(STAMP)
 	PGHARNESS_URL=$(MACHINE_PG_URL) $(PYTEST) tests $(CI_PYTEST_ARGS)
-	cd packages/pgharness && PGHARNESS_URL=$(MACHINE_PG_URL) $(CURDIR)/$(PYTEST) $(CI_PYTEST_ARGS)
 
 ci-compat: compat-install
 	$(COMPAT_BIN)/python -c 'import sqlalchemy, pytest_asyncio; assert (sqlalchemy.__version__, pytest_asyncio.__version__) == ("2.0.43", "1.2.0"), (sqlalchemy.__version__, pytest_asyncio.__version__)'

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-MODELS = '''
+MODELS = """
 from sqlalchemy import ForeignKey, String
 from sqlalchemy.ext.asyncio import AsyncAttrs
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -50,18 +50,18 @@ class ProviderToken(Base):
     connection_id: Mapped[int] = mapped_column(ForeignKey("provider_connections.id"))
     access_token: Mapped[str] = mapped_column(String(100))
     connection: Mapped[ProviderConnection] = relationship(back_populates="token")
-'''
+"""
 
 # The application's engine and its one sessionmaker, as Dashtam has them.
-DB = '''
+DB = """
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
 engine = create_async_engine("DATABASE_URL")
 SessionLocal = async_sessionmaker(engine, expire_on_commit=False)
-'''
+"""
 
 # A service that owns its transaction: it commits, as Dashtam's services do.
-SERVICES = '''
+SERVICES = """
 from models import Provider, ProviderConnection, ProviderToken
 
 
@@ -71,10 +71,10 @@ async def connect_provider(session, name):
     session.add_all([provider, connection, ProviderToken(connection=connection, access_token="t1")])
     await session.commit()
     return connection
-'''
+"""
 
 # The tests every attempt runs, unchanged. The first is the guide's own "Before" example.
-TESTS = '''
+TESTS = """
 from sqlalchemy import func, select
 
 import services
@@ -98,7 +98,7 @@ async def test_connect_provider_stores_its_token(session):
 async def test_each_test_starts_with_no_providers(session):
     assert await session.scalar(select(func.count(Provider.id))) == 0
     assert await session.scalar(select(func.count(ProviderToken.id))) == 0
-'''
+"""
 
 PLAIN_INI = """
 [pytest]
@@ -121,7 +121,7 @@ ATTEMPTS = (
     Attempt(
         1,
         "session-scoped event_loop with pooled connections",
-        '''
+        """
 import asyncio
 
 import pytest
@@ -141,13 +141,13 @@ def event_loop():
 async def session():
     async with AsyncSession(engine) as session:
         yield session
-''',
+""",
         "attached to a different loop",
     ),
     Attempt(
         2,
         "NullPool with session-scoped async fixtures",
-        '''
+        """
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.pool import NullPool
@@ -162,13 +162,13 @@ engine = create_async_engine(
 async def session():
     async with AsyncSession(engine) as session:
         yield session
-''',
+""",
         "attached to a different loop",
     ),
     Attempt(
         3,
         "NullPool with manual transaction wrapping",
-        '''
+        """
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.pool import NullPool
@@ -182,13 +182,13 @@ async def session():
         async with connection.begin():
             session = AsyncSession(bind=connection)
             yield session
-''',
+""",
         "MissingGreenlet",
     ),
     Attempt(
         4,
         "nested transactions with savepoints",
-        '''
+        """
 import pytest
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
@@ -213,13 +213,13 @@ async def session():
         yield session
         await session.close()
         await connection.rollback()
-''',
+""",
         "MissingGreenlet",
     ),
     Attempt(
         5,
         "clean session without transaction wrapping",
-        '''
+        """
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.pool import NullPool
@@ -235,21 +235,21 @@ async def session():
     finally:
         await session.rollback()
         await session.close()
-''',
+""",
         "MissingGreenlet",
     ),
 )
 
 # Under pgharness the test module keeps its ``session`` argument: it is ``async_db``, a
 # session from the app's own SessionLocal inside the test's rolled-back transaction.
-PGHARNESS_CONFTEST = '''
+PGHARNESS_CONFTEST = """
 import pytest
 
 
 @pytest.fixture
 def session(async_db):
     return async_db
-'''
+"""
 
 
 def pgharness_ini(server_url: str) -> str:

@@ -29,8 +29,15 @@ QUIET = ("-p", "no:randomly", "-p", "no:cacheprovider", "-p", "no:xdist")
 
 @pytest.mark.parametrize("attempt", ATTEMPTS, ids=lambda a: f"step{a.step}")
 def test_the_guides_attempt_fails_as_documented_and_passes_under_pgharness(
-    pytester: pytest.Pytester, guide_database: str, server_url: str, attempt: Attempt
+    pytester: pytest.Pytester,
+    monkeypatch: pytest.MonkeyPatch,
+    guide_database: str,
+    server_url: str,
+    attempt: Attempt,
 ) -> None:
+    # The inner runs see their own ini only, not this run's options or server.
+    monkeypatch.delenv("PYTEST_ADDOPTS", raising=False)
+    monkeypatch.delenv("PGHARNESS_URL", raising=False)
     pytester.makepyfile(**app_sources(guide_database))
     pytester.makeini(PLAIN_INI)
     pytester.makeconftest(attempt.conftest.replace("DATABASE_URL", guide_database))

@@ -63,4 +63,3 @@ async def test_refresh_token_reuse_revokes_the_family(async_db: AsyncSession) ->
         await auth.refresh_login(
             session=async_db, refresh_token=rotated.refresh_token, settings=settings
         )
-

@@ -2,15 +2,34 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
 import pytest
 
+from ._activation import ActiveTest, SessionState, activate
+from ._clients import HarnessTestClient, open_async_client, resolve_app
 from ._databases import PgDatabase
 from ._errors import PgHarnessError
 from ._harness import Harness
+from ._portal import BlockingSession
+from ._queries import PgQueries, recording_for
 
-__all__: list[str] = []
+if TYPE_CHECKING:
+    import httpx
+    from sqlalchemy.ext.asyncio import AsyncSession
 
-# [part 1: pg_database and the session-wide harness]
+__all__ = [
+    "_pg_isolation",
+    "_pg_isolation_state",
+    "_pg_session",
+    "async_client",
+    "async_db",
+    "client",
+    "db",
+    "pg_database",
+    "pg_queries",
+]
 
 #: Where ``pytest_configure`` keeps this process's ``Harness``.
 HARNESS_KEY = pytest.StashKey[Harness]()
@@ -64,22 +83,6 @@ def pg_database(_pg_session: Harness, _pg_isolation: ActiveTest | None) -> PgDat
         database: PgDatabase = _pg_isolation.database
         return database
     return _pg_session.worker_database
-
-
-__all__ += ["_pg_session", "pg_database"]
-
-# [part 2: async_db, async_client, db, client]
-
-from collections.abc import Iterator  # noqa: E402
-from typing import TYPE_CHECKING, Any  # noqa: E402
-
-from ._activation import ActiveTest, SessionState, activate  # noqa: E402
-from ._clients import HarnessTestClient, open_async_client, resolve_app  # noqa: E402
-from ._portal import BlockingSession  # noqa: E402
-
-if TYPE_CHECKING:
-    import httpx
-    from sqlalchemy.ext.asyncio import AsyncSession
 
 
 @pytest.fixture(scope="session")
@@ -189,13 +192,6 @@ def client(_pg_isolation: ActiveTest | None) -> Iterator[Any]:
         yield test_client
 
 
-__all__ += ["_pg_isolation", "_pg_isolation_state", "async_client", "async_db", "client", "db"]
-
-# [part 3: pg_queries]
-
-from ._queries import PgQueries, recording_for  # noqa: E402
-
-
 @pytest.fixture
 def pg_queries(request: pytest.FixtureRequest) -> PgQueries:
     """The SQL statements the test runs, on any engine (the app's included).
@@ -217,5 +213,3 @@ def pg_queries(request: pytest.FixtureRequest) -> PgQueries:
     assert recording is not None  # the test asked for pg_queries
     return PgQueries(recording)
 
-
-__all__ += ["pg_queries"]
