@@ -8,6 +8,9 @@ that opens its own ``SessionLocal()`` session, then counting them) and runs it u
     truncate         TRUNCATE after each test
     create_database  CREATE DATABASE .. TEMPLATE per test, dropped after
     database         pgharness pg_isolation("database"): a clone from the warm pool
+    baseline         the same, with the pgharness sources in ``--baseline DIR`` (to compare
+                     a change side by side, e.g. DIR from
+                     ``git archive HEAD packages/pgharness/src | tar -x -C /tmp/base``)
 
 Time is measured from the first test's start to the last test's end (collection, server
 start and template build excluded), ``--repeat`` times in interleaved order; the table shows
@@ -20,7 +23,7 @@ disposes the app's engine after each test, i.e. it also connects once per test. 
 
     .venv/bin/python benchmarks/isolation.py [--tests 200] [--rows 10] [--repeat 3]
         [--url postgresql://postgres@127.0.0.1:5432/postgres | --url embedded]
-        [--loop-scope function]
+        [--loop-scope function] [--baseline /tmp/base/packages/pgharness/src]
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-STRATEGIES = ("none", "transaction", "truncate", "create_database", "database")
+STRATEGIES = ("none", "transaction", "truncate", "create_database", "database", "baseline")
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 _RUNS = itertools.count(1)
 
@@ -165,10 +168,13 @@ async def _dispose(_database):
 def _server(url: str) -> Any:
     """pgharness's own server objects: an external URL, or ``embedded`` for a throwaway one."""
     from pgharness._config import parse_server_url
+    from pgharness._names import RunIdentity
     from pgharness._server import EmbeddedServer, ExternalServer
 
     if url == "embedded":
-        return EmbeddedServer(f"bench{os.getpid()}")
+        # A run id like pytest's own, so a benchmark killed midway is cleaned up by the next
+        # run (of pgharness or of this script) like any dead run.
+        return EmbeddedServer(RunIdentity.for_process(None).run_id)
     return ExternalServer(parse_server_url(url, "--url"), "--url")
 
 
@@ -198,7 +204,7 @@ def _prepare(root: Path, strategy: str, args: argparse.Namespace, pg_url: str) -
     conftest = ""
     extra: list[str] = []
     per_test_dispose = args.loop_scope == "function"
-    if strategy in ("transaction", "database"):
+    if strategy in ("transaction", "database", "baseline"):
         mode = "transaction" if strategy == "transaction" else "database"
         body = body.replace(
             "import benchapp\n",
@@ -225,9 +231,14 @@ def _prepare(root: Path, strategy: str, args: argparse.Namespace, pg_url: str) -
     return extra
 
 
-def _run(root: Path, strategy: str, extra: list[str], env: dict[str, str]) -> float:
+def _run(
+    root: Path, strategy: str, extra: list[str], env: dict[str, str], baseline: str | None
+) -> float:
     out = root / f"{strategy}.json"
     env = {**env, "BENCH_OUT": str(out), "BENCH_RUN": str(next(_RUNS) * 100_000)}
+    if strategy == "baseline" and baseline:
+        # Found before the installed (editable) pgharness, plugin entry point included.
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [baseline, env.get("PYTHONPATH")]))
     command = [
         sys.executable,
         "-m",
@@ -262,8 +273,20 @@ def main() -> int:
     parser.add_argument(
         "--loop-scope", default="function", choices=("function", "module", "session")
     )
-    parser.add_argument("--only", nargs="*", choices=STRATEGIES, default=list(STRATEGIES))
+    parser.add_argument("--only", nargs="*", choices=STRATEGIES, default=None)
+    parser.add_argument(
+        "--baseline",
+        metavar="DIR",
+        default=None,
+        help="a folder holding another pgharness package: adds the 'baseline' strategy",
+    )
     args = parser.parse_args()
+    if args.only is None:
+        args.only = [s for s in STRATEGIES if s != "baseline" or args.baseline]
+    if "baseline" in args.only and not (
+        args.baseline and (Path(args.baseline) / "pgharness" / "plugin.py").is_file()
+    ):
+        parser.error("the baseline strategy needs --baseline DIR with DIR/pgharness/plugin.py")
 
     from sqlalchemy import create_engine
 
@@ -304,7 +327,9 @@ def main() -> int:
             began = time.perf_counter()
             for _ in range(args.repeat):
                 for strategy in args.only:
-                    timings[strategy].append(_run(root, strategy, extras[strategy], env))
+                    timings[strategy].append(
+                        _run(root, strategy, extras[strategy], env, args.baseline)
+                    )
             elapsed = time.perf_counter() - began
     finally:
         for name in reversed(created):

@@ -37,14 +37,16 @@ RUN_TIMEOUT = 240
 
 
 def _inner_environment(extra: dict[str, str]) -> dict[str, str]:
+    """The reader's environment: none of the outer run's pytest or pgharness settings.
+
+    Without ``PGHARNESS_URL`` the projects get the embedded server the docs promise, also in
+    CI's run against an external server.
+    """
     env = {
         key: value
         for key, value in _ENVIRONMENT.items()
-        if not key.startswith(("PYTEST_", "PGHARNESS_URL"))  # the outer run's own settings
+        if not key.startswith(("PYTEST_", "PGHARNESS_URL", "DATABASE_URL"))
     }
-    if "PGHARNESS_URL" in _ENVIRONMENT:
-        # CI's external-server run: the docs' projects use the same server as the suite.
-        env["PGHARNESS_URL"] = _ENVIRONMENT["PGHARNESS_URL"]
     env.update(extra)
     return env
 

@@ -28,7 +28,7 @@ from ._isolation import (
 from ._loops import LoopDriver, is_async_test, loop_driver_for_async_test
 from ._portal import HarnessLoop
 
-__all__ = ["ActiveTest", "SessionState", "activate", "wants_isolation"]
+__all__ = ["ActiveTest", "SessionState", "activate", "count_database_tests", "wants_isolation"]
 
 _ASYNC_ONLY = {"async_db": "db", "async_client": "client"}
 _SYNC_ONLY = {"db": "async_db", "client": "async_client"}
@@ -110,6 +110,17 @@ def _mode_of(item: pytest.Item) -> IsolationMode:
             f"@pytest.mark.pg_isolation{marker.args!r}: takes one argument, 'transaction' or "
             "'database', e.g. @pytest.mark.pg_isolation(\"database\")."
         ) from None
+
+
+def count_database_tests(items: list[pytest.Item]) -> int:
+    """How many of ``items`` carry ``pg_isolation("database")`` (for sizing the warm pool)."""
+    count = 0
+    for item in items:
+        if item.get_closest_marker("pg_isolation") is None:
+            continue
+        with contextlib.suppress(ConfigurationError, ValueError):
+            count += _mode_of(item) is IsolationMode.DATABASE
+    return count
 
 
 def _is_ours(item: pytest.Item, name: str) -> bool:

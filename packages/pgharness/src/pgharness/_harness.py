@@ -33,7 +33,15 @@ if TYPE_CHECKING:
 
 __all__ = ["Harness"]
 
+# The warm pool for pg_isolation("database"). Measured with benchmarks/isolation.py: a clone
+# costs more than a short test, so two connections clone in parallel (the server does the
+# copying) and dropping used databases waits until no clone is wanted (or DROP_BACKLOG of
+# them wait: they are not left to pile up in memory). The number of ready clones follows
+# the number of collected tests that want one, between POOL_SIZE and POOL_MAX_SIZE.
 POOL_SIZE = 2
+POOL_MAX_SIZE = 8
+POOL_CREATORS = 2
+DROP_BACKLOG = 8
 
 
 class Harness:
@@ -49,6 +57,7 @@ class Harness:
         self._template: Template | None = None
         self._worker_database: PgDatabase | None = None
         self._pool: DatabasePool | None = None
+        self._database_tests: int | None = None  # collected tests wanting a whole database
         self.startup_seconds: float | None = None
         self.dropped_leftovers: list[str] = []
         self._opening_error: BaseException | None = None
@@ -74,14 +83,37 @@ class Harness:
             if self._pool is None:
                 assert self._server is not None
                 assert self._template is not None
+                expected = self._database_tests
+                size = POOL_SIZE if expected is None else expected
                 self._pool = DatabasePool(
                     address=self._server.address,
                     template=self._template.name,
                     run=self.run,
-                    size=POOL_SIZE,
+                    size=min(max(size, POOL_SIZE), POOL_MAX_SIZE),
+                    creators=POOL_CREATORS,
+                    backlog=DROP_BACKLOG,
+                    # An xdist worker runs an unknown share of them: it keeps the pool full.
+                    expected=expected if self.run.worker == "main" else None,
                     drop_on_close=not self._server.disposable,
                 )
             return self._pool
+
+    def expect_database_tests(self, count: int) -> None:
+        """``count`` collected tests want a whole database: size the pool, start filling it.
+
+        Called once collection is done (after ``start``), so the first clones are made while
+        pytest gets to the first test that needs one.
+        """
+        if count <= 0:
+            return
+        with self._lock:
+            self._database_tests = count
+            existing = self._pool
+        if existing is not None:
+            if self.run.worker == "main":
+                existing.expect(count)
+        else:
+            self.pool  # noqa: B018  (starts the pool's threads)
 
     @property
     def server(self) -> Server:

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from ._activation import count_database_tests
 from ._config import PGHARNESS_FIXTURES, resolve_settings
 from ._diagnostics import add_report_section, safe_explain_failure
 from ._errors import ConfigurationError
@@ -143,6 +144,9 @@ def pytest_collection_modifyitems(
         # An xdist worker that could not start runs nothing; the controller reports why.
         config.hook.pytest_deselected(items=list(items))
         items.clear()
+    elif harness.started:
+        # The warm pool for pg_isolation("database") tests is sized and starts filling now.
+        harness.expect_database_tests(count_database_tests(items))
 
 
 def pytest_report_collectionfinish(config: pytest.Config) -> str | None:
