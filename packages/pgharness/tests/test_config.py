@@ -189,3 +189,78 @@ def test_help_works_whatever_the_settings(project: pytest.Pytester) -> None:
 
     assert result.ret == pytest.ExitCode.OK
     result.stdout.fnmatch_lines(["*--pg-url=URL*", "*pgharness_schema (string)*"])
+
+
+BOOM = "raise RuntimeError('imported')\n"
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        (
+            "pgharness_sessionmakers = models:engine",
+            "pgharness_sessionmakers names 'models:engine', which is a "
+            "sqlalchemy.ext.asyncio.engine.AsyncEngine, not an async_sessionmaker or sessionmaker."
+            " Fix: name the factory your app calls for sessions",
+        ),
+        (
+            "pgharness_sessionmakers = missing_db:SessionLocal",
+            "pgharness_sessionmakers = 'missing_db:SessionLocal': importing 'missing_db' failed "
+            "(ModuleNotFoundError: No module named 'missing_db'). Fix:",
+        ),
+        (
+            "pgharness_app = models:settings",
+            "pgharness_app names 'models:settings', a dict, which is neither an ASGI app nor a "
+            "zero-argument factory. Fix:",
+        ),
+        (
+            "pgharness_app = models:no_such_app",
+            "pgharness_app = 'models:no_such_app': module 'models' has no attribute "
+            "'no_such_app'. Fix:",
+        ),
+    ],
+    ids=["sessionmaker-wrong-type", "sessionmaker-not-importable", "app-not-an-app", "app-missing"],
+)
+def test_a_setting_naming_the_wrong_object_stops_the_run_at_start(
+    project: pytest.Pytester, setting: str, message: str
+) -> None:
+    project.makeini(f"[pytest]\n{setting}\n")
+    project.makepyfile(
+        models=(
+            "from sqlalchemy.ext.asyncio import create_async_engine\n"
+            "engine = create_async_engine('postgresql+asyncpg://app@db.invalid/app')\n"
+            "settings = {}\n"
+        ),
+        test_it=USES_DATABASE,
+    )
+
+    result = project.runpytest_subprocess(f"--pg-url={EXTERNAL_URL}")
+
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert message in _exit_message(result)
+    result.assert_outcomes()  # stopped before the first test, not one error per test
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()
+
+
+def test_a_wrong_sessionmaker_under_xdist_stops_the_run_once(project: pytest.Pytester) -> None:
+    project.makeini("[pytest]\npgharness_sessionmakers = missing_db:SessionLocal\n")
+    project.makepyfile(USES_DATABASE)
+
+    result = project.runpytest_subprocess("-n", "2", f"--pg-url={EXTERNAL_URL}")
+
+    output = result.stdout.str() + result.stderr.str()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "INTERNALERROR" not in output
+    assert output.count("importing 'missing_db' failed") == 1
+
+
+def test_a_run_without_database_tests_imports_no_app_object(project: pytest.Pytester) -> None:
+    project.makeini(
+        "[pytest]\npgharness_sessionmakers = boom:SessionLocal\npgharness_app = boom:app\n"
+    )
+    project.makepyfile(boom=BOOM, test_plain="def test_plain():\n    pass\n")
+
+    result = project.runpytest_subprocess()
+
+    result.assert_outcomes(passed=1)
+    assert "imported" not in result.stdout.str() + result.stderr.str()

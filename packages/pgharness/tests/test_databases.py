@@ -235,3 +235,143 @@ def test_embedded_server_of_a_killed_run_is_stopped_and_removed_by_the_next(
     assert not killed_dir.exists()
     assert run_dirs(runtime_dir) == set()
     assert not process_running(postmaster), "the dead run's server is stopped"
+
+
+# -- the warm pool for pg_isolation("database") ----------------------------------------------
+
+DATABASE_TESTS = """
+    import os
+
+    import psycopg
+    import pytest
+
+
+    def _connect(pg_database):
+        return psycopg.connect(pg_database.sync_url.replace("+psycopg", ""), autocommit=True)
+
+
+    @pytest.mark.parametrize("n", range(12))
+    @pytest.mark.pg_isolation("database")
+    def test_whole_database(pg_database, n):
+        with open(os.environ["NAMES_FILE"], "a") as out:
+            out.write(pg_database.name + "\\n")
+        with _connect(pg_database) as conn:
+            conn.execute("INSERT INTO pool_items (id) VALUES (1)")  # a used database has a row
+            assert conn.execute("SELECT count(*) FROM pool_items").fetchone() == (1,)
+"""
+
+
+def _pool_project(project: pytest.Pytester) -> None:
+    project.makepyfile(pool_models=MODELS)
+    project.makeini("[pytest]\npythonpath = .\npgharness_schema = pool_models:Base\n")
+
+
+def test_pool_hands_each_test_an_unused_database_and_drops_them_all(
+    project: pytest.Pytester,
+    admin: psycopg.Connection[tuple[object, ...]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _pool_project(project)
+    project.makepyfile(test_whole=DATABASE_TESTS)
+    names_file = project.path / "names.txt"
+    monkeypatch.setenv("NAMES_FILE", str(names_file))
+
+    result = project.runpytest_subprocess(f"--pg-url={EXTERNAL_URL}", "-p", "no:randomly")
+
+    result.assert_outcomes(passed=12)
+    names = names_file.read_text().split()
+    assert len(set(names)) == 12, f"a database was handed out twice: {names}"
+    run = names[0].split("_")[1]
+    assert database_names(admin, f"pgh_{run}%") == set(), "every pooled database is dropped"
+
+
+def test_pool_refuses_a_database_it_did_not_hand_out(external_harness: Harness) -> None:
+    from pgharness._databases import PgDatabase
+
+    pool = external_harness.pool
+    database = pool.acquire()
+    pool.release(database)
+
+    with pytest.raises(ValueError, match="not handed out"):
+        pool.release(database)  # a second release would put it in line to be dropped twice
+    stranger = PgDatabase.on(external_harness.server.address, external_harness.run.worker_database)
+    with pytest.raises(ValueError, match="not handed out"):
+        pool.release(stranger)
+
+
+def test_released_databases_are_dropped_while_the_run_goes_on(
+    external_harness: Harness, admin: psycopg.Connection[tuple[object, ...]]
+) -> None:
+    pool = external_harness.pool
+    released = []
+    for _ in range(5):
+        database = pool.acquire()
+        released.append(database.name)
+        pool.release(database)
+
+    assert pool.wait_dropped()
+    assert not set(released) & database_names(admin, "pgh_%"), "released databases are dropped"
+    fresh = pool.acquire()
+    assert fresh.name not in released
+    assert _tables(fresh.sync_url) == ["pool_items"]
+    pool.release(fresh)
+
+
+def test_clone_strategy_copies_files_only_where_checkpoints_are_free(
+    admin: psycopg.Connection[tuple[object, ...]], runtime_dir: Path
+) -> None:
+    from pgharness._databases import clone_strategy
+    from pgharness._embedded import EmbeddedServer
+
+    fsync = admin.execute("SELECT current_setting('fsync')").fetchone()
+    assert clone_strategy(admin) == ("FILE_COPY" if fsync == ("off",) else None)
+    embedded = EmbeddedServer(RunIdentity.for_process(None).run_id)
+    try:
+        with embedded.address.connect() as conn:
+            assert clone_strategy(conn) == "FILE_COPY"  # fsync is off on the embedded server
+    finally:
+        embedded.close()
+
+
+KILLED_WITH_A_FULL_POOL = """
+    import json, os, select
+
+    import pytest
+
+
+    @pytest.mark.parametrize("n", range(6))
+    @pytest.mark.pg_isolation("database")
+    def test_blocks(pg_database, _pg_session, n):
+        assert _pg_session.pool.wait_filled()  # the pool holds ready clones too
+        go = os.open(os.environ["GO_FIFO"], os.O_RDONLY | os.O_NONBLOCK)
+        with open(os.environ["READY_FIFO"], "w") as ready:
+            ready.write(json.dumps({"database": pg_database.name}))
+        select.select([go], [], [])  # until killed
+"""
+
+
+def test_a_killed_runs_pool_databases_are_dropped_by_the_next_run(
+    project: pytest.Pytester, admin: psycopg.Connection[tuple[object, ...]]
+) -> None:
+    _pool_project(project)
+    project.makepyfile(test_block=KILLED_WITH_A_FULL_POOL)
+    killed = BlockedRun(project, f"--pg-url={EXTERNAL_URL}")
+    run = killed.info["database"].split("_")[1]
+    killed.kill()
+    pooled = {n for n in database_names(admin, f"pgh_{run}%") if "_p" in n}
+    assert len(pooled) >= 3, f"the test's database and ready clones are left behind: {pooled}"
+    # Wait until the server has noticed the dead client (every pool connection's lock ends).
+    run_key = advisory_key("run", run)
+    admin.execute("SELECT pg_advisory_lock(%s)", (run_key,))
+    admin.execute("SELECT pg_advisory_unlock(%s)", (run_key,))
+    project.makepyfile(test_block="def test_after(pg_database):\n    pass\n")
+
+    after = project.runpytest_subprocess(f"--pg-url={EXTERNAL_URL}")
+
+    after.assert_outcomes(passed=1)
+    holders = admin.execute(
+        "SELECT l.pid, a.application_name, a.query FROM pg_locks l JOIN pg_stat_activity a "
+        "USING (pid) WHERE l.locktype = 'advisory' AND l.objid = (%s::bigint & 4294967295)::oid",
+        (run_key,),
+    ).fetchall()
+    assert database_names(admin, f"pgh_{run}%") == set(), holders

@@ -361,3 +361,27 @@ def test_lazy_load_in_the_app_behind_pgharness_clients(
     assert 'return {"email": note.user.email}' in section
     assert "inside the app, while handling the request" in section
     assert "await note.awaitable_attrs.user`;" in section  # the Base has AsyncAttrs
+
+
+def test_a_tests_own_failure_quoting_the_text_gets_no_explanation(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(
+        test_quotes="""
+            import pytest
+
+
+            def test_fails_with_the_text():
+                pytest.fail("expected: greenlet_spawn has not been called; can't call await_()")
+
+
+            def test_raises_a_lookalike():
+                class MissingGreenlet(Exception):
+                    pass
+
+                raise MissingGreenlet("not SQLAlchemy's")
+        """
+    )
+    result = run(pytester)
+    result.assert_outcomes(failed=2)
+    assert pgharness_section(result) == ""

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from _diagnostics_project import pgharness_section, run, scratch_database, write_project
+from _diagnostics_project import INI, pgharness_section, run, scratch_database, write_project
 from _isolation_project import make_project
 
 
@@ -196,3 +196,134 @@ def test_cross_loop_error_names_the_fixture_on_the_other_loop(pytester: pytest.P
     )
     assert "`seeded` (scope=function, loop scope function)" in section
     assert '@pytest_asyncio.fixture(loop_scope="module")' in section
+
+
+def test_busy_connection_from_a_fixture_on_an_open_loop_is_the_loop_trouble(
+    pytester: pytest.Pytester, database_url: str
+) -> None:
+    write_project(
+        pytester,
+        database_url,
+        conftest="""
+            import pytest_asyncio
+            from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+            from sqlalchemy.pool import NullPool
+
+            engine = create_async_engine("DATABASE_URL", poolclass=NullPool)
+
+
+            @pytest_asyncio.fixture(scope="session", loop_scope="session")
+            async def shared_session():
+                async with AsyncSession(engine) as session:
+                    await session.connection()
+                    yield session
+        """,
+        test_shared="""
+            from sqlalchemy import text
+
+
+            async def test_first(shared_session):
+                assert await shared_session.scalar(text("select 1")) == 1
+
+
+            async def test_second(shared_session):
+                assert await shared_session.scalar(text("select 2")) == 2
+        """,
+    )
+    result = run(pytester)
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(["*InterfaceError*another operation is in progress*"])
+    second = pgharness_section(result).split("This test used a database connection")[-1]
+    # The session loop is still open: the busy connection is the other-loop trouble, not two
+    # operations at once.
+    assert "that was opened on another event loop" in second
+    assert "another operation is in progress" in second
+    assert "that loop is still open, so this is not two operations at once" in second
+    assert "test_shared.py:9:" in second
+    assert "Async fixture `shared_session` (scope=session) runs on the session-scoped loop" in (
+        second
+    )
+    assert "Two operations ran at the same time" not in pgharness_section(result)
+
+
+def test_a_tests_own_failure_quoting_the_text_gets_no_explanation(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makefile(".ini", pytest=INI)
+    pytester.makepyfile(
+        test_quotes="""
+            import pytest
+
+
+            def test_fails_with_the_text():
+                pytest.fail("the log said: Future attached to a different loop")
+
+
+            def test_asserts_on_the_text():
+                assert not "cannot perform operation: another operation is in progress"
+
+
+            def test_fails_while_handling_the_real_error():
+                try:
+                    raise RuntimeError("Task got Future <Future> attached to a different loop")
+                except RuntimeError:
+                    pytest.fail("the query failed")
+        """
+    )
+    result = run(pytester)
+    result.assert_outcomes(failed=3)
+    section = pgharness_section(result)
+    # Only the real RuntimeError (reached through __context__) is explained.
+    assert section.count("opened on another event loop") == 1, section
+    assert "Two operations ran at the same time" not in section
+    assert "test_quotes.py:14" in section
+
+
+def test_lost_savepoint_of_interleaved_sessions_is_explained(
+    pytester: pytest.Pytester, database_url: str
+) -> None:
+    write_project(
+        pytester,
+        database_url,
+        test_interleaved="""
+            import asyncio
+
+            from sqlalchemy import text
+            from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+            from sqlalchemy.pool import NullPool
+
+
+            async def test_two_sessions_on_one_connection():
+                engine = create_async_engine("DATABASE_URL", poolclass=NullPool)
+                first_open, second_open, first_closing = (asyncio.Event() for _ in range(3))
+                async with engine.connect() as connection, connection.begin():
+
+                    async def first():
+                        async with AsyncSession(
+                            bind=connection, join_transaction_mode="create_savepoint"
+                        ) as session:
+                            await session.execute(text("select 1"))
+                            first_open.set()
+                            await second_open.wait()
+                            first_closing.set()
+
+                    async def second():
+                        await first_open.wait()
+                        async with AsyncSession(
+                            bind=connection, join_transaction_mode="create_savepoint"
+                        ) as session:
+                            await session.execute(text("select 2"))
+                            second_open.set()
+                            await first_closing.wait()
+
+                    await asyncio.gather(first(), second())
+                await engine.dispose()
+        """,
+    )
+    result = run(pytester)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*savepoint*does not exist*"])
+    section = pgharness_section(result)
+    assert "A session ended a savepoint that was already gone" in section
+    assert "two sessions worked on one connection at the same time" in section
+    assert '@pytest.mark.pg_isolation("database")' in section

@@ -297,7 +297,9 @@ def test_without_sessionmakers_async_db_is_a_plain_session(pytester: pytest.Pyte
     result.assert_outcomes(passed=2)
 
 
-def test_a_wrong_sessionmaker_setting_names_the_fix(pytester: pytest.Pytester) -> None:
+def test_a_wrong_sessionmaker_setting_stops_the_run_and_names_the_fix(
+    pytester: pytest.Pytester,
+) -> None:
     make_project(pytester, ASYNC)
     pytester.makepyfile(
         """
@@ -306,7 +308,195 @@ def test_a_wrong_sessionmaker_setting_names_the_fix(pytester: pytest.Pytester) -
         """
     )
     result = pytester.runpytest("-o", "pgharness_sessionmakers=myapp:engine")
-    result.assert_outcomes(errors=1)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.assert_outcomes()
     result.stdout.fnmatch_lines(
         ["*pgharness_sessionmakers names 'myapp:engine'*AsyncEngine, not an async_sessionmaker*"]
     )
+
+
+CONCURRENT_USE = '*ConcurrentUseError*In transaction isolation*pg_isolation("database")*'
+
+
+def test_two_statements_at_once_on_the_test_connection_are_refused(
+    pytester: pytest.Pytester,
+) -> None:
+    make_project(pytester, ASYNC)
+    pytester.makepyfile(
+        """
+        import asyncio
+
+        from sqlalchemy import func, select
+
+        import myapp
+
+        async def test_counts_in_two_tasks(async_db):
+            await asyncio.gather(myapp.count_users(), myapp.count_users())
+
+        async def test_the_connection_is_still_usable(async_db):
+            await myapp.create_user("a@example.com")
+            assert await async_db.scalar(select(func.count(myapp.User.id))) == 1
+        """
+    )
+    result = pytester.runpytest("-p", "no:randomly")
+    # One failure, no teardown error for the task gather left running: the failure says why.
+    result.assert_outcomes(failed=1, passed=1)
+    result.stdout.fnmatch_lines(
+        ["*ConcurrentUseError*'SAVEPOINT sa_savepoint_*' was sent*while another task's statement*"]
+    )
+    result.stdout.fnmatch_lines([CONCURRENT_USE])
+
+
+def test_interleaved_savepoints_of_two_tasks_are_refused(pytester: pytest.Pytester) -> None:
+    make_project(pytester, ASYNC)
+    pytester.makepyfile(
+        """
+        import asyncio
+
+        from sqlalchemy import text
+
+        import myapp
+
+        async def test_sessions_overlap(async_db):
+            first_open, second_open, first_closed = (asyncio.Event() for _ in range(3))
+
+            async def first():
+                async with myapp.SessionLocal() as session:
+                    await session.execute(text("select 1"))
+                    first_open.set()
+                    await second_open.wait()
+                first_closed.set()  # its savepoint ended, and the one begun after it
+
+            async def second():
+                await first_open.wait()
+                async with myapp.SessionLocal() as session:
+                    await session.execute(text("select 2"))
+                    second_open.set()
+                    await first_closed.wait()
+
+            await asyncio.gather(
+                asyncio.create_task(first(), name="first"),
+                asyncio.create_task(second(), name="second"),
+            )
+        """
+    )
+    result = pytester.runpytest()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*ConcurrentUseError*'ROLLBACK TO SAVEPOINT sa_savepoint_2' from task * refers to"
+            " savepoint sa_savepoint_2, which task 'second' began and 'ROLLBACK TO SAVEPOINT"
+            " sa_savepoint_1' from task * already ended*"
+        ]
+    )
+    assert 'savepoint "sa_savepoint_2" does not exist' not in result.stdout.str()
+
+
+MIDDLEWARE_APP = """
+from fastapi import Depends, FastAPI, Request
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.middleware.base import BaseHTTPMiddleware
+
+import myapp
+
+
+class TimingMiddleware(BaseHTTPMiddleware):
+    async def dispatch(self, request: Request, call_next):
+        async with myapp.SessionLocal() as session:
+            await session.execute(text("select 'before'"))
+        return await call_next(request)
+
+
+app = FastAPI()
+app.add_middleware(TimingMiddleware)
+
+
+@app.post("/users")
+async def post_user(body: dict, session: AsyncSession = Depends(myapp.get_session)):
+    session.add(myapp.User(email=body["email"]))
+    await session.commit()
+    return {"count": await session.scalar(select(func.count(myapp.User.id)))}
+"""
+
+
+def test_sessions_one_after_another_across_tasks_are_not_concurrent_use(
+    pytester: pytest.Pytester,
+) -> None:
+    make_project(pytester, ASYNC)
+    pytester.makepyfile(
+        middleware_app=MIDDLEWARE_APP,
+        test_sequential="""
+        import asyncio
+
+        from sqlalchemy import func, select
+
+        import myapp
+
+        async def test_requests_through_base_http_middleware(async_client, async_db):
+            async_db.add(myapp.User(email="seed@example.com"))
+            await async_db.flush()  # the test's savepoint stays open under the requests
+            for n in range(3):
+                response = await async_client.post("/users", json={"email": f"{n}@example.com"})
+                assert response.status_code == 200, response.text
+            await async_db.commit()
+            assert await async_db.scalar(select(func.count(myapp.User.id))) == 4
+
+        async def test_nested_sessions_and_awaited_tasks(async_db):
+            async with myapp.SessionLocal() as outer:
+                await outer.execute(select(1))
+                async with myapp.SessionLocal() as inner:
+                    await inner.execute(select(2))
+                await asyncio.create_task(myapp.create_user("task@example.com"))
+                await outer.commit()
+            assert await myapp.count_users() == 1
+        """,
+    )
+    result = pytester.runpytest("-p", "no:randomly", "-o", "pgharness_app=middleware_app:app")
+    result.assert_outcomes(passed=2)
+
+
+def test_concurrent_requests_work_in_database_isolation(pytester: pytest.Pytester) -> None:
+    make_project(pytester, ASYNC)
+    pytester.makepyfile(
+        """
+        import asyncio
+
+        import pytest
+
+        import myapp
+
+        @pytest.mark.pg_isolation("database")
+        async def test_two_services_at_once(async_db):
+            await asyncio.gather(myapp.create_user("a@example.com"), myapp.count_users())
+            assert await myapp.count_users() == 1
+        """
+    )
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=1)
+
+
+def test_a_lazy_load_in_a_def_test_shows_only_the_missing_greenlet(
+    pytester: pytest.Pytester,
+) -> None:
+    make_project(pytester, ASYNC)
+    pytester.makepyfile(
+        """
+        from sqlalchemy import select
+
+        import myapp
+
+        def test_note_shows_its_user(db):
+            db.add(myapp.Note(text="hi", user=myapp.User(email="a@example.com")))
+            db.commit()
+            db.expunge_all()
+            note = db.scalar(select(myapp.Note))
+            assert note.user.email == "a@example.com"
+        """
+    )
+    result = pytester.runpytest()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*MissingGreenlet: greenlet_spawn has not been called*"])
+    output = result.stdout.str()
+    assert "no running event loop" not in output
+    assert "During handling of the above exception" not in output

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import pytest
 
-from ._config import PGHARNESS_FIXTURES
+from ._config import PGHARNESS_FIXTURES, Settings
 from ._errors import ConfigurationError
 from ._isolation import (
     AppSessionmaker,
@@ -28,7 +28,14 @@ from ._isolation import (
 from ._loops import LoopDriver, is_async_test, loop_driver_for_async_test
 from ._portal import HarnessLoop
 
-__all__ = ["ActiveTest", "SessionState", "activate", "count_database_tests", "wants_isolation"]
+__all__ = [
+    "ActiveTest",
+    "SessionState",
+    "activate",
+    "check_app_objects",
+    "count_database_tests",
+    "wants_isolation",
+]
 
 _ASYNC_ONLY = {"async_db": "db", "async_client": "client"}
 _SYNC_ONLY = {"db": "async_db", "client": "async_client"}
@@ -38,6 +45,23 @@ class _Ref(Protocol):
     setting: str
 
     def load(self) -> object: ...
+
+
+def check_app_objects(settings: Settings) -> None:
+    """Import and type-check the sessionmakers and the app the settings name.
+
+    Called when the harness starts (only in runs whose tests use pgharness), so that a setting
+    naming the wrong object stops the run with one message instead of erroring every test at
+    set-up. Raises ``ConfigurationError`` naming the setting and the fix. A factory named by
+    ``pgharness_app`` is not called here: each client fixture calls it.
+    """
+    load_sessionmakers([(str(ref), ref.load) for ref in settings.sessionmakers])
+    if settings.app is not None:
+        app = settings.app.load()
+        if not callable(app):
+            from ._clients import resolve_app
+
+            resolve_app(str(settings.app), app)  # raises its ConfigurationError
 
 
 class _Database(Protocol):

@@ -15,8 +15,9 @@ session options. A plain (sync) ``sessionmaker`` gets its own psycopg connection
 outer transaction on the same database: a separate transaction from the async one.
 
 Guards fail the test that breaks isolation: committing or ending the outer transaction, a task
-still using the connection at teardown, and use of the connection from another event loop
-(caught before the driver sees the statement, so the connection stays usable).
+still using the connection at teardown, use of the connection from another event loop, and
+two sessions using it at once (each caught before the driver sees the statement, so the
+connection stays usable).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ._errors import ConfigurationError, CrossLoopError, IsolationError
+from ._errors import ConcurrentUseError, ConfigurationError, CrossLoopError, IsolationError
 from ._loops import HARNESS_LOOP_LABEL
 
 if TYPE_CHECKING:
@@ -51,6 +52,12 @@ JOIN_MODE = "create_savepoint"
 # Statements that would end the outer transaction behind SQLAlchemy's back.
 _ENDS_TRANSACTION = re.compile(
     r"^\s*(COMMIT|END|ABORT|ROLLBACK(?!\s+(WORK\s+|TRANSACTION\s+)?TO\b)|PREPARE\s+TRANSACTION)\b",
+    re.IGNORECASE,
+)
+# Savepoint statements, to follow which task holds which savepoint on the test's connection.
+_SAVEPOINT = re.compile(
+    r"^\s*(?P<verb>SAVEPOINT|RELEASE(?:\s+SAVEPOINT)?|ROLLBACK\s+(?:WORK\s+|TRANSACTION\s+)?TO"
+    r"(?:\s+SAVEPOINT)?)\s+(?P<name>\"[^\"]+\"|[\w$]+)",
     re.IGNORECASE,
 )
 
@@ -180,6 +187,20 @@ _ASYNC_TEST_FIX = (
     "asyncio_default_test_loop_scope to the same scope), and do not use asyncio.run() or a "
     "thread's own loop inside a test."
 )
+_CONCURRENT_USE_FIX = (
+    "In transaction isolation (the default) everything in a test shares one database "
+    "connection, which serves one operation at a time, and each session on it works inside a "
+    "savepoint of its own: sessions used at the same time (two requests at once, "
+    "asyncio.gather or create_task over code that opens sessions) interleave their savepoints "
+    "and undo each other's work. The statement was not sent. Fix: await the calls one after "
+    "another, or give the test a database of its own with a real pool, where each concurrent "
+    'session gets its own connection: @pytest.mark.pg_isolation("database").'
+)
+_MIDDLEWARE_HINT = (
+    " Here the other task is the one Starlette's BaseHTTPMiddleware runs the endpoint in: a "
+    "session the middleware keeps open across call_next() ends while the endpoint's "
+    "dependency sessions, which close after the response, are still open."
+)
 _SYNC_TEST_FIX = (
     "Fix: in a def test, reach the app through the client fixture and the database through "
     "db (both run on pgharness's loop); instead of asyncio.run(coroutine), make the test "
@@ -198,6 +219,11 @@ class ConnectionGuard:
     closing: bool = False
     tasks: weakref.WeakSet[asyncio.Task[Any]] = field(default_factory=weakref.WeakSet)
     breaches: list[str] = field(default_factory=list)
+    # Open savepoints on the test's connection, innermost last, with the task that began each;
+    # and those ended from under their session by another's, with how.
+    savepoints: list[tuple[str, str]] = field(default_factory=list)
+    ended_savepoints: dict[str, tuple[str, str]] = field(default_factory=dict)  # (began, ended)
+    concurrent_use: bool = False  # a ConcurrentUseError was raised: it already explains
 
     def install(self, connection: Connection) -> None:
         from sqlalchemy import event
@@ -207,9 +233,10 @@ class ConnectionGuard:
         event.listen(connection, "rollback", self._on_rollback)
 
     def check_loop(self, doing: str) -> None:
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
+        # Not get_running_loop(): its RuntimeError would be chained to our MissingGreenlet
+        # and shown above it in the report.
+        running = asyncio._get_running_loop()
+        if running is None:
             # Sync code outside any loop: a lazy load read from a def test, say. The app
             # would get MissingGreenlet for the same code, so the test gets it too.
             _raise_missing_greenlet(doing)
@@ -244,9 +271,58 @@ class ConnectionGuard:
                 'needs real commits can use @pytest.mark.pg_isolation("database").'
             )
         task = asyncio.current_task()
+        if self.outer_transaction and not self.closing:
+            self._check_concurrent_use(cursor, statement, task)
         if task is not None:
             self.tasks.add(task)
         return statement, parameters
+
+    def _check_concurrent_use(
+        self, cursor: Any, statement: str, task: asyncio.Task[Any] | None
+    ) -> None:
+        """Two sessions at once on the one connection: say so instead of a driver error.
+
+        Another task merely touching the connection is no proof (Starlette's
+        BaseHTTPMiddleware runs a request's app in a child task while the parent waits, and
+        SQLAlchemy closes sessions in a task of their own), so only two statements in flight
+        at once count, or a session ending a savepoint that another's statement already ended
+        (the server would answer 'savepoint ... does not exist').
+        """
+        if _statement_in_flight(cursor):
+            self.concurrent_use = True
+            raise ConcurrentUseError(
+                f"{self.nodeid}: {_first_line(statement)!r} was sent on the test's database "
+                f"connection by {_task_name(task)} while another task's statement was still "
+                f"running on it. {_CONCURRENT_USE_FIX}"
+            )
+        savepoint = _SAVEPOINT.match(statement)
+        if savepoint is None:
+            return
+        name = savepoint["name"].strip('"')
+        if savepoint["verb"].upper() == "SAVEPOINT":
+            self.savepoints.append((name, _task_name(task)))
+            self.ended_savepoints.pop(name, None)
+            return
+        ended = self.ended_savepoints.get(name)
+        if ended is not None:
+            began_by, ended_by = ended
+            self.concurrent_use = True
+            raise ConcurrentUseError(
+                f"{self.nodeid}: {_first_line(statement)!r} from {_task_name(task)} refers to "
+                f"savepoint {name}, which {began_by} began and {ended_by} already ended (ending "
+                "a savepoint ends every one begun after it): two sessions worked on the test's "
+                f"database connection at the same time. {_CONCURRENT_USE_FIX}"
+                + (_MIDDLEWARE_HINT if "BaseHTTPMiddleware" in began_by + ended_by else "")
+            )
+        for depth in range(len(self.savepoints) - 1, -1, -1):
+            if self.savepoints[depth][0] == name:
+                break
+        else:
+            return  # not one we saw begin
+        for inner, began_by in self.savepoints[depth + 1 :]:
+            ended_by = f"{_first_line(statement)!r} from {_task_name(task)}"
+            self.ended_savepoints[inner] = (began_by, ended_by)
+        del self.savepoints[depth:]
 
     def _on_commit(self, conn: Any) -> None:
         self.check_loop("commit")
@@ -287,6 +363,17 @@ def _raise_missing_greenlet(doing: str) -> None:
             'relationship lazy="selectin" or lazy="raise", or refresh it first: '
             'db.refresh(obj, ["relationship"]).'
         )
+
+
+def _statement_in_flight(cursor: Any) -> bool:
+    """Whether another statement holds the asyncpg adapter's per-connection lock right now."""
+    adapted = getattr(cursor, "_adapt_connection", None)
+    locked = getattr(getattr(adapted, "_execute_mutex", None), "locked", None)
+    return locked is not None and bool(locked())
+
+
+def _task_name(task: asyncio.Task[Any] | None) -> str:
+    return f"task {task.get_name()!r}" if task is not None else "code outside any task"
 
 
 def _first_line(statement: str) -> str:
@@ -395,7 +482,9 @@ class TestIsolation:
         guard = self.guard
         if guard is not None:
             leftovers = guard.leftover_tasks()
-            if leftovers:
+            # After a ConcurrentUseError the other task is often still running (gather does
+            # not wait for it): the test's failure already says why, so it is only cancelled.
+            if leftovers and not guard.concurrent_use:
                 names = ", ".join(t.get_name() for t in leftovers)
                 problems.append(
                     f"{len(leftovers)} task(s) ({names}) still running on the test's database "
@@ -403,8 +492,9 @@ class TestIsolation:
                     "that uses the database before the test returns (asyncio.gather, a TaskGroup, "
                     "or BackgroundTasks, which finish before the response)."
                 )
-                for task in leftovers:
-                    task.cancel()
+            for task in leftovers:
+                task.cancel()
+            if leftovers:
                 await asyncio.wait(leftovers, timeout=10)
             guard.closing = True
         if self.connection is not None:

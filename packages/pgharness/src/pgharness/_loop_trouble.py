@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import re
 import sys
 from dataclasses import dataclass
 from enum import Enum
@@ -20,7 +21,8 @@ from typing import Any
 
 import pytest
 
-from ._tracebacks import Frame, frames_of, is_library_frame, user_frame
+from ._config import PGHARNESS_FIXTURES
+from ._tracebacks import Frame, frames_of, is_library_frame, raised_by, user_frame
 
 __all__ = [
     "LoopTrouble",
@@ -35,10 +37,21 @@ class LoopTrouble(Enum):
     CLOSED_LOOP = "closed loop"
     BUSY_CONNECTION = "busy connection"
     CONCURRENT_SESSION = "concurrent session"
+    LOST_SAVEPOINT = "lost savepoint"
+
+
+# The driver's and SQLAlchemy's errors (SQLAlchemy wraps asyncpg's); asyncio's own are
+# RuntimeErrors.
+_DATABASE_PACKAGES = frozenset({"asyncpg", "sqlalchemy"})
+_LOST_SAVEPOINT = re.compile(r'savepoint "[^"]*" does not exist')
 
 
 def classify_loop_trouble(exc: BaseException) -> LoopTrouble | None:
+    if not (isinstance(exc, RuntimeError) or raised_by(exc, _DATABASE_PACKAGES)):
+        return None  # a test's own failure that merely quotes one of these texts
     message = str(exc)
+    if _LOST_SAVEPOINT.search(message) and raised_by(exc, _DATABASE_PACKAGES):
+        return LoopTrouble.LOST_SAVEPOINT
     if "attached to a different loop" in message:
         return LoopTrouble.OTHER_LOOP
     if "another operation is in progress" in message:
@@ -69,16 +82,20 @@ def explain_loop_trouble(
     engine = _engine_description(frames)
     driver_loop = _driver_connection_loop(frames)
     user = user_frame(frames)
+    if trouble is LoopTrouble.LOST_SAVEPOINT:
+        return _explain_lost_savepoint(item, user, rootdir)
+    scopes = _scopes(item)
     busy = trouble is LoopTrouble.BUSY_CONNECTION
     if busy and driver_loop is not None and driver_loop.is_closed():
         trouble = LoopTrouble.CLOSED_LOOP
+    elif busy and _busy_from_another_loop(frames, driver_loop, scopes, rootdir):
+        trouble = LoopTrouble.OTHER_LOOP
     if trouble in {LoopTrouble.CONCURRENT_SESSION, LoopTrouble.BUSY_CONNECTION}:
         state_change = type(exc).__name__ == "IllegalStateChangeError"
         return _explain_concurrency(
             trouble, frames, user, engine, driver_loop, rootdir, state_change
         )
 
-    scopes = _scopes(item)
     lines = [
         "This test used a database connection that was opened on another event loop."
         if trouble is LoopTrouble.OTHER_LOOP
@@ -95,7 +112,12 @@ def explain_loop_trouble(
     if busy:
         lines.append(
             "asyncpg reports 'another operation is in progress' because an earlier operation on"
-            " this connection was cut off on its own loop and never finished."
+            " this connection was cut off on its own loop and never finished"
+            + (
+                "; that loop is still open, so this is not two operations at once."
+                if trouble is LoopTrouble.OTHER_LOOP
+                else "."
+            )
         )
     if user is not None:
         lines.append(f"The query was made at {user.where(rootdir)}:  {user.source_line}")
@@ -164,6 +186,67 @@ def name_fixtures_on_other_loops(item: pytest.Item) -> str | None:
         f' (or asyncio_default_test_loop_scope = "{loop_scopes[-1]}").'
     )
     return "\n".join(lines)
+
+
+def _busy_from_another_loop(
+    frames: list[Frame],
+    driver_loop: asyncio.AbstractEventLoop | None,
+    scopes: _Scopes,
+    rootdir: Path | None,
+) -> bool:
+    """Whether 'another operation is in progress' is the other-loop trouble one step later.
+
+    A query sent from the wrong loop is cut off half-way and leaves the connection busy;
+    while that loop stays open, the next query on the connection says so.
+    """
+    test_loop = _loop_running(frames)
+    if driver_loop is not None and test_loop is not None:
+        return driver_loop is not test_loop
+    # The loops cannot be compared: an async fixture on another loop than the test's, and no
+    # asyncio.gather / create_task in the user's code, make the loop the likelier cause.
+    return bool(scopes.other_loop_fixtures) and _concurrency_site(frames, rootdir) is None
+
+
+def _loop_running(frames: list[Frame]) -> asyncio.AbstractEventLoop | None:
+    """The event loop that ran the failing code (innermost loop method in the traceback)."""
+    for frame in reversed(frames):
+        if frame.module.startswith("asyncio."):
+            loop = frame.local("self")
+            if isinstance(loop, asyncio.AbstractEventLoop):
+                return loop
+    return None
+
+
+def _explain_lost_savepoint(item: pytest.Item, user: Frame | None, rootdir: Path | None) -> str:
+    lines = [
+        "A session ended a savepoint that was already gone: two sessions worked on one"
+        " connection at the same time, and one released or rolled back to its savepoint"
+        " while the other's savepoint was open inside it, which ended that one too.",
+    ]
+    if _in_transaction_isolation(item):
+        lines.append(
+            "In pgharness's transaction isolation (the default) every session in the test"
+            " shares the test's one connection; concurrent requests or tasks interleave their"
+            " savepoints."
+        )
+    if user is not None:
+        lines.append(f"The failing operation: {user.where(rootdir)}:  {user.source_line}")
+    lines += [
+        "",
+        "How to fix it:",
+        "  - await the requests or operations one after another instead of `asyncio.gather(...)`"
+        " / `create_task(...)`;",
+        '  - or give the test a database of its own: `@pytest.mark.pg_isolation("database")`'
+        " (a real pool: each concurrent session gets its own connection).",
+    ]
+    return "\n".join(lines)
+
+
+def _in_transaction_isolation(item: pytest.Item) -> bool:
+    marker = item.get_closest_marker("pg_isolation")
+    if marker is not None:
+        return "database" not in (*marker.args, *marker.kwargs.values())
+    return any(name in PGHARNESS_FIXTURES for name in getattr(item, "fixturenames", ()))
 
 
 def _explain_concurrency(

@@ -20,6 +20,7 @@ __all__ = [
     "frames_of",
     "is_library_frame",
     "iter_exceptions",
+    "raised_by",
     "running_under",
     "user_frame",
 ]
@@ -145,6 +146,15 @@ def describe(value: object) -> str:
     """A short, safe rendering of an object for a message."""
     text = repr(value)
     return text if len(text) <= 120 else text[:117] + "..."
+
+
+def raised_by(exc: BaseException, packages: frozenset[str]) -> bool:
+    """Whether ``exc`` is an exception class of one of ``packages`` (or a subclass of one).
+
+    Diagnostics match error texts only on the types that really carry them: a test's own
+    ``pytest.fail(...)`` or ``AssertionError`` that quotes such a text explains nothing.
+    """
+    return any(cls.__module__.split(".", 1)[0] in packages for cls in type(exc).__mro__)
 
 
 def running_under(frames: list[Frame], packages: set[str]) -> bool:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from ._activation import ActiveTest, SessionState, activate
+from ._activation import ActiveTest, SessionState, activate, check_app_objects
 from ._clients import HarnessTestClient, open_async_client, resolve_app
 from ._databases import PgDatabase
 from ._errors import PgHarnessError
@@ -44,6 +44,7 @@ def start_or_stop(harness: Harness, session: pytest.Session) -> str | None:
     """
     __tracebackhide__ = True
     try:
+        check_app_objects(harness.settings)  # a wrong setting stops the run before the server
         harness.start()
     except PgHarnessError as exc:
         message = str(exc) if str(exc).startswith("pgharness") else f"pgharness: {exc}"
