@@ -11,8 +11,8 @@ COMPAT_STAMP := $(COMPAT_VENV)/.installed
 COMPAT_PINS := "sqlalchemy[asyncio]==2.0.43" "pytest-asyncio==1.2.0"
 
 # `make test-up`: one embedded PostgreSQL kept running in .pgharness/ (git-ignored). While it is
-# up, the test targets point pgharness at it (PGHARNESS_URL), so repeated runs skip the server
-# start and reuse the schema template. A PGHARNESS_URL set by the caller wins.
+# up, Dashtam's test targets point pgharness at it (PGHARNESS_URL), so repeated runs skip the
+# server start and reuse the schema template. A PGHARNESS_URL set by the caller wins.
 TEST_SERVER_DIR := .pgharness/server
 TEST_SERVER_URL_FILE := .pgharness/url
 ifeq ($(origin PGHARNESS_URL),undefined)
@@ -50,8 +50,10 @@ test: test-dashtam test-pgharness  ## Every test: Dashtam's suite and pgharness'
 test-dashtam: $(STAMP)
 	$(PYTEST) tests $(PYTEST_ARGS)
 
+# pgharness's suite picks its servers itself (embedded, and the machine's for its external
+# tests): the test-up server is for Dashtam's suite.
 test-pgharness: $(STAMP)
-	cd packages/pgharness && $(CURDIR)/$(PYTEST) $(PYTEST_ARGS)
+	cd packages/pgharness && env -u PGHARNESS_URL $(CURDIR)/$(PYTEST) $(PYTEST_ARGS)
 
 test-unit: $(STAMP)  ## Dashtam's unit tests (no database)
 	$(PYTEST) tests/unit $(PYTEST_ARGS)

@@ -295,7 +295,7 @@ class DatabasePool:
     def _raise_if_broken(self) -> None:
         if self._error is not None:
             raise ServerError(
-                f"pgharness could not create a pooled database: {self._error}"
+                f"pgharness could not create or drop a pooled database: {self._error}"
             ) from self._error
         if self._closed:
             raise ServerError("pgharness's database pool is closed")
