@@ -221,7 +221,7 @@ class ConnectionGuard:
     breaches: list[str] = field(default_factory=list)
     # Open savepoints on the test's connection, innermost last, with the task that began each;
     # and those ended from under their session by another's, with how.
-    savepoints: list[tuple[str, str]] = field(default_factory=list)
+    savepoints: list[tuple[str, asyncio.Task[Any] | None]] = field(default_factory=list)
     ended_savepoints: dict[str, tuple[str, str]] = field(default_factory=dict)  # (began, ended)
     concurrent_use: bool = False  # a ConcurrentUseError was raised: it already explains
 
@@ -300,8 +300,9 @@ class ConnectionGuard:
             return
         name = savepoint["name"].strip('"')
         if savepoint["verb"].upper() == "SAVEPOINT":
-            self.savepoints.append((name, _task_name(task)))
-            self.ended_savepoints.pop(name, None)
+            self.savepoints.append((name, task))
+            if self.ended_savepoints:
+                self.ended_savepoints.pop(name, None)
             return
         ended = self.ended_savepoints.get(name)
         if ended is not None:
@@ -319,9 +320,9 @@ class ConnectionGuard:
                 break
         else:
             return  # not one we saw begin
-        for inner, began_by in self.savepoints[depth + 1 :]:
+        for inner, owner in self.savepoints[depth + 1 :]:
             ended_by = f"{_first_line(statement)!r} from {_task_name(task)}"
-            self.ended_savepoints[inner] = (began_by, ended_by)
+            self.ended_savepoints[inner] = (_task_name(owner), ended_by)
         del self.savepoints[depth:]
 
     def _on_commit(self, conn: Any) -> None:
