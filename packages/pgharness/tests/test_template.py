@@ -9,7 +9,7 @@ import psycopg
 import pytest
 from conftest import EXTERNAL_URL, database_names
 
-TEMPLATE_LINE = re.compile(r"template (pgh_tpl_[0-9a-f]{16}) (built|reused) in")
+TEMPLATE_LINE = re.compile(r"template (pgh_tpl_[0-9a-f]{8}_[0-9a-f]{16}) (built|reused) in")
 
 MODELS = """
 from sqlalchemy import Integer, String
@@ -179,3 +179,42 @@ def test_embedded_server_builds_the_schema_into_each_runs_template(
     result.assert_outcomes(passed=1)
     assert _template(result)[1] == "built"
     assert "COLUMNS ['id']" in result.stdout.str()
+
+
+def test_another_projects_schema_change_leaves_this_projects_template_alone(
+    pytester: pytest.Pytester, admin: psycopg.Connection[tuple[object, ...]]
+) -> None:
+    # Two projects on one server, each with its own schema: when the second one's schema
+    # changes, only its own old template may go.
+    args = ("-p", "no:randomly", f"--pg-url={EXTERNAL_URL}", "-s")
+    tables = {name: f"items_{uuid.uuid4().hex[:8]}" for name in ("ours", "theirs")}
+    roots = {}
+    for name, table in tables.items():
+        root = pytester.mkdir(name)
+        (root / "pytest.ini").write_text("[pytest]\npgharness_schema = models:Base\n")
+        (root / "models.py").write_text(MODELS.format(table=table, extra=""))
+        (root / "test_it.py").write_text(CHECK_TABLE.format(table=table).replace("\n    ", "\n"))
+        roots[name] = root
+
+    def run(name: str) -> pytest.RunResult:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.chdir(roots[name])
+            result = pytester.runpytest_subprocess(*args, "--rootdir", str(roots[name]))
+        result.assert_outcomes(passed=1)
+        return result
+
+    ours, ours_how = _template(run("ours"))
+    (roots["theirs"] / "models.py").write_text(
+        MODELS.format(table=tables["theirs"], extra="name: Mapped[str] = mapped_column(String(9))")
+    )
+    theirs, _ = _template(run("theirs"))
+    again, again_how = _template(run("ours"))
+    try:
+        assert (ours_how, again_how) == ("built", "reused")
+        assert again == ours
+        assert ours in database_names(admin, "pgh_tpl_%")
+    finally:
+        with psycopg.connect(EXTERNAL_URL, autocommit=True) as conn:
+            for name in {ours, theirs}:
+                conn.execute(f'ALTER DATABASE "{name}" WITH IS_TEMPLATE false')
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}"')

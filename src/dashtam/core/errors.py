@@ -23,6 +23,7 @@ import logging
 from datetime import datetime
 from typing import Any
 
+from asyncpg.exceptions import OperatorInterventionError, PostgresConnectionError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -231,6 +232,14 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _on_validation)
     app.add_exception_handler(StarletteHTTPException, _on_http)
     app.add_exception_handler(DBAPIError, _on_database_error)
-    for unreachable in (SQLAlchemyTimeoutError, OSError, TimeoutError):
+    # SQLAlchemy 2.0 lets asyncpg's own errors through while the server restarts
+    # ("the database system is starting up", a connection closed under a query).
+    for unreachable in (
+        SQLAlchemyTimeoutError,
+        OSError,
+        TimeoutError,
+        OperatorInterventionError,
+        PostgresConnectionError,
+    ):
         app.add_exception_handler(unreachable, _on_database_unreachable)
     app.add_exception_handler(Exception, _on_unexpected)

@@ -4,7 +4,7 @@ Every database pgharness makes starts with ``pgh_`` and matches one of the patte
 exactly; cleanup code matches against these patterns, so a database with any other name is
 never touched, whatever the configuration.
 
-    pgh_tpl_<16 hex>                  schema template (hash of its source)
+    pgh_tpl_<8 hex>_<16 hex>          schema template (project, hash of its source)
     pgh_<run>_<worker>                a worker's clone      (run: 10 hex, worker: main / gw<n>)
     pgh_<run>_<worker>_p<n>           a pooled clone for database isolation
 """
@@ -26,12 +26,17 @@ __all__ = [
 ]
 
 PREFIX = "pgh_"
-TEMPLATE_NAME = re.compile(r"^pgh_tpl_[0-9a-f]{16}$")
+TEMPLATE_NAME = re.compile(r"^pgh_tpl_(?P<lineage>[0-9a-f]{8})_[0-9a-f]{16}$")
 CLONE_NAME = re.compile(r"^pgh_(?P<run>[0-9a-f]{10})_(?P<worker>main|gw[0-9]+)(_p[0-9]+)?$")
 
 
-def template_name(source_hash: str) -> str:
-    return f"pgh_tpl_{source_hash[:16]}"
+def template_name(lineage: str, source_hash: str) -> str:
+    """``lineage`` says whose schema it is (project and setting), ``source_hash`` which version.
+
+    A changed schema replaces only the templates of its own lineage: two projects sharing one
+    server never drop each other's templates.
+    """
+    return f"pgh_tpl_{lineage[:8]}_{source_hash[:16]}"
 
 
 def advisory_key(purpose: str, name: str) -> int:

@@ -49,6 +49,7 @@ class _Recipe:
     digest: str
     build: Callable[[ServerAddress, str], None]  # (address, database) -> None
     label: str
+    lineage: str = ""  # whose schema: the project's rootdir and the setting
 
 
 # --- metadata form -------------------------------------------------------------------------
@@ -193,7 +194,8 @@ def recipe_for(schema: SchemaSource | None, rootpath: Path) -> _Recipe:
     else:
         recipe = _alembic_recipe(schema, rootpath)
     digest = hashlib.sha256(f"{_BUILD_FORMAT}:{recipe.digest}".encode()).hexdigest()
-    return _Recipe(digest=digest, build=recipe.build, label=recipe.label)
+    lineage = hashlib.sha256(f"{rootpath.resolve()}|{recipe.label}".encode()).hexdigest()
+    return _Recipe(digest=digest, build=recipe.build, label=recipe.label, lineage=lineage)
 
 
 # --- finding or building -------------------------------------------------------------------
@@ -213,7 +215,7 @@ def ensure_template(
 ) -> Template:
     """Find or build the template for ``recipe``; ``conn`` holds its use-lock afterwards."""
     started = time.perf_counter() - recipe_seconds
-    name = template_name(recipe.digest)
+    name = template_name(recipe.lineage, recipe.digest)
     conn.execute("SELECT pg_advisory_lock_shared(%s)", (advisory_key("template-use", name),))
     build_key = advisory_key("template-build", name)
     conn.execute("SELECT pg_advisory_lock(%s)", (build_key,))
@@ -256,6 +258,9 @@ def ensure_template(
 
 
 def _drop_stale_templates(conn: psycopg.Connection[tuple[object, ...]], keep: str) -> list[str]:
+    """Drop the other templates of ``keep``'s lineage that no live run clones from."""
+    kept = TEMPLATE_NAME.match(keep)
+    assert kept is not None, keep
     names = [
         str(row[0])
         for row in conn.execute(
@@ -264,7 +269,8 @@ def _drop_stale_templates(conn: psycopg.Connection[tuple[object, ...]], keep: st
     ]
     dropped: list[str] = []
     for name in names:
-        if name == keep or not TEMPLATE_NAME.match(name):
+        match = TEMPLATE_NAME.match(name)
+        if name == keep or match is None or match["lineage"] != kept["lineage"]:
             continue
         key = advisory_key("template-use", name)
         row = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
