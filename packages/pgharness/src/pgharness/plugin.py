@@ -25,7 +25,6 @@ from .fixtures import HARNESS_KEY, start_or_stop
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("pgharness", "PostgreSQL test harness")
-    # [part 1: server / template options]
     group.addoption(
         "--pg-url",
         dest="pg_url",
@@ -58,8 +57,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         type="string",
         default="",
     )
-    # [part 2: isolation options]
-    # [part 3: diagnostics options]
     group.addoption(
         "--pg-doctor",
         action="store_true",
@@ -69,29 +66,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "set-ups that make async database tests fail, print the findings with fixes and exit "
         "(status 1 if anything was found) without running tests.",
     )
-    del group
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    # [part 1: settings checks and harness state]
     _configure_harness(config)
-    # [part 2: pg_isolation marker]
     config.addinivalue_line(
         "markers",
         'pg_isolation(mode="transaction"): "transaction" (default) rolls the test\'s writes '
         'back even when the code commits; "database" gives the test a whole database of its '
         "own from the warm pool, with real commits and several connections.",
     )
-    # [part 3: pg_max_queries marker, doctor]
     config.addinivalue_line(
         "markers",
         "pg_max_queries(n): fail the test if it runs more than n SQL statements, listing them "
         "(the harness's own BEGIN/SAVEPOINT/RELEASE/ROLLBACK are not counted).",
     )
-    del config
-
-
-# [part 1: harness lifecycle and report lines]
 
 
 def _configure_harness(config: pytest.Config) -> None:
@@ -199,9 +188,6 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     )
     for key, line in statuses:
         terminalreporter.write_line(line.replace("pgharness:", f"pgharness [{key[7:]}]:", 1))
-
-
-# [part 3: failure explanations, query limits, doctor]
 
 
 @pytest.hookimpl(tryfirst=True)
