@@ -35,7 +35,10 @@ def test_embedded_server_starts_once_tuned_and_is_gone_after_the_run(
     result.assert_outcomes(passed=1)
     result.stdout.re_match_lines([r"pgharness: server=embedded \(from default\)"])
     result.stdout.re_match_lines(
-        [r"pgharness: embedded PostgreSQL 1\d\.\d+ at /\S+; template pgh_tpl_[0-9a-f]{8}_[0-9a-f]{16} built"]
+        [
+            r"pgharness: embedded PostgreSQL 1\d\.\d+ at /\S+; "
+            r"template pgh_tpl_[0-9a-f]{8}_[0-9a-f]{16} built"
+        ]
     )
     result.stdout.fnmatch_lines(["*DATABASE pgh_*_main FSYNC off*"])
     assert "at " + str(runtime_dir) in result.stdout.str()
