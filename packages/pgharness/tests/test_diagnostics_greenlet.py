@@ -385,3 +385,29 @@ def test_a_tests_own_failure_quoting_the_text_gets_no_explanation(
     result = run(pytester)
     result.assert_outcomes(failed=2)
     assert pgharness_section(result) == ""
+
+
+def test_a_blocking_call_with_no_attribute_names_the_awaitable_api(
+    pytester: pytest.Pytester, database_url: str
+) -> None:
+    # The sync Session API called from async code: no attribute load is involved, so the
+    # explanation points at the call and at the awaitable equivalents.
+    write_project(
+        pytester,
+        database_url,
+        conftest=SESSION_FIXTURE,
+        test_sync_call="""
+            from sqlalchemy import text
+
+
+            async def test_count_with_the_sync_session(session):
+                assert session.sync_session.execute(text("select 1")).scalar() == 1
+        """,
+    )
+    result = run(pytester)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*MissingGreenlet*"])
+    section = pgharness_section(result)
+    assert "plain (non-awaited) call" in section
+    assert "test_sync_call.py" in section
+    assert "await session.execute(...)" in section
