@@ -30,14 +30,14 @@ PYTEST := $(BIN)/python -m pytest
 CI_PYTEST_ARGS := -n 2 -p randomly -q --timeout=300
 COVERAGE_ENV := COVERAGE_RCFILE=$(CURDIR)/pyproject.toml COVERAGE_FILE=$(CURDIR)/.coverage
 
-.PHONY: install run test test-dashtam test-pgharness test-unit test-integration test-api \
+.PHONY: install run test test-dashtam test-pgharness test-bench test-unit test-integration test-api \
 	test-up test-down ci-test ci-lint ci-embedded ci-machine ci-compat ci-coverage-gate \
 	compat-install lint bench load clean
 
 $(STAMP): pyproject.toml packages/pgharness/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e 'packages/pgharness[alembic]' -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e 'packages/pgharness[alembic]' -e '.[dev,bench]'
 	touch $@
 
 install: $(STAMP)
@@ -45,7 +45,7 @@ install: $(STAMP)
 run: $(STAMP)  ## Serve Dashtam on http://127.0.0.1:8000 (embedded PostgreSQL unless DATABASE_URL is set)
 	$(BIN)/dashtam serve
 
-test: test-dashtam test-pgharness  ## Every test: Dashtam's suite and pgharness's suite
+test: test-dashtam test-pgharness test-bench  ## Every test: Dashtam's, pgharness's, the benchmarks'
 
 test-dashtam: $(STAMP)
 	$(PYTEST) tests $(PYTEST_ARGS)
@@ -76,9 +76,9 @@ test-down:  ## Stop the server of `make test-up` and delete its data
 # CI (.ci/run runs exactly this): lint; both suites on the embedded default under coverage,
 # following subprocesses (pytester runs, xdist workers); Dashtam's suite again on the
 # machine's PostgreSQL; Dashtam's suite (pgharness driving it, and the guide's five set-ups
-# in tests/failure_modes) with the guide's versions; the coverage gates.
-# Every run: random order, two workers, a per-test timeout.
-ci-test: ci-lint ci-embedded ci-coverage-gate ci-machine ci-compat  ## What CI runs (.ci/run)
+# in tests/failure_modes) with the guide's versions; the coverage gates; the miniature
+# `make bench`. Every test run: random order, two workers, a per-test timeout.
+ci-test: ci-lint ci-embedded ci-coverage-gate ci-machine ci-compat test-bench  ## What CI runs (.ci/run)
 
 ci-lint: lint
 
@@ -115,10 +115,13 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check tests
 	$(BIN)/mypy
 
-bench: $(STAMP)  ## The short benchmarks: plugin start-up, isolation, diagnostics
-	$(BIN)/python benchmarks/startup.py
-	$(BIN)/python benchmarks/isolation.py
-	$(BIN)/python benchmarks/diagnostics.py
+bench: $(STAMP)  ## Every benchmark side by side; rewrites docs/benchmarks.md and its charts
+	env -u PGHARNESS_URL $(BIN)/python benchmarks/report.py
+
+# The benchmarks' own check: a tiny `make bench` into a temp folder (every strategy passes its
+# suite, every table and chart is written).
+test-bench: $(STAMP)
+	env -u PGHARNESS_URL $(PYTEST) benchmarks $(PYTEST_ARGS)
 
 load: $(STAMP)  ## The long load and fault benchmark (benchmarks/load.py)
 	$(BIN)/python benchmarks/load.py

@@ -5,7 +5,7 @@ engine, and parametrized tests), then runs it alternately with pgharness loaded 
 explanations and the query-limit hooks active) and with ``-p no:pgharness``, several rounds
 each, and prints the median wall time of each side and their ratio.
 
-    .venv/bin/python benchmarks/diagnostics.py [--tests 600] [--rounds 5]
+    .venv/bin/python benchmarks/diagnostics.py [--tests 600] [--rounds 5] [--json PATH]
 
 The server is ``PGHARNESS_BENCH_URL`` (default: the local PostgreSQL, trust auth); the
 suite's async tests are skipped if it cannot be reached.
@@ -14,6 +14,7 @@ suite's async tests are skipped if it cannot be reached.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -100,6 +101,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tests", type=int, default=600)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--json", metavar="PATH", help="also write the timings as JSON")
     options = parser.parse_args()
     url = os.environ.get("PGHARNESS_BENCH_URL", DEFAULT_URL)
     with tempfile.TemporaryDirectory(prefix="pgh_bench_diag_") as directory:
@@ -117,6 +119,15 @@ def main() -> None:
         values = timings[side]
         print(f"{label:28}{statistics.median(values):>10.3f}{min(values):>9.3f}{max(values):>9.3f}")
     print(f"ratio with/without: {with_ / without:.3f} ({options.rounds} rounds each)")
+    if options.json:
+        result = {
+            "kind": "diagnostics",
+            "tests": options.tests,
+            "rounds": options.rounds,
+            "summary": summary,
+            "wall_s": {"with pgharness": timings[True], "-p no:pgharness": timings[False]},
+        }
+        Path(options.json).write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

@@ -5,15 +5,23 @@ Runs, interleaved, in one go:
 - no database: the same project, its test asks for no pgharness fixture (plugin inert)
 - embedded, cold: no initdb cache (a fresh PGHARNESS_CACHE_DIR)
 - embedded, warm: initdb cache present (copy + start)
-- external: the server at PGHARNESS_BENCH_URL (default: the machine's PostgreSQL)
+- external: the server at ``--external URL`` (default: PGHARNESS_BENCH_URL, else the
+  machine's PostgreSQL); ``--external none`` leaves it out, for a machine without one
 - embedded, warm, -n 2: pytest-xdist, time until the first worker's first test
 
 "Time to the first test" is from just before starting ``python -m pytest`` to the moment the
-first test body runs. Usage: ``.venv/bin/python benchmarks/startup.py [repetitions]``.
+first test body runs. Then the time ``DatabasePool.acquire()`` takes to hand out a database
+the warm pool has ready, embedded and external.
+
+    .venv/bin/python benchmarks/startup.py [--repeat 5] [--json PATH]
+        [--external postgresql://postgres@127.0.0.1:5432/postgres | --external none]
+
+(``startup.py 5``, the older spelling of ``--repeat 5``, still works.)
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import statistics
@@ -22,8 +30,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
+
+import _support
 
 URL = os.environ.get("PGHARNESS_BENCH_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+NO_EXTERNAL = "none"
+EXTERNAL = "external URL"
 
 MODELS = """
 from sqlalchemy import ForeignKey, String
@@ -100,8 +113,42 @@ def _time_to_first_test(project: Path, args: list[str], env: dict[str, str]) -> 
     return float(mark.read_text()) - started
 
 
+# Each scenario's ratio is against the no-database run with the same pytest options.
+BASELINE_OF = {
+    "no database": "no database",
+    "embedded, cold (no initdb cache)": "no database",
+    "embedded, warm": "no database",
+    EXTERNAL: "no database",
+    "no database, -n 2": "no database, -n 2",
+    "embedded, warm, -n 2": "no database, -n 2",
+}
+
+
+def _external_address(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.hostname}:{parts.port or 5432}"
+
+
 def main() -> None:
-    repetitions = int(sys.argv[1]) if len(sys.argv) > 1 else 5
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("repetitions", type=int, nargs="?", help=argparse.SUPPRESS)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument(
+        "--external",
+        metavar="URL",
+        default=URL,
+        help=f"the external server's URL, or '{NO_EXTERNAL}' to leave it out (default: {URL})",
+    )
+    parser.add_argument("--json", metavar="PATH", default=None, help="also write the timings")
+    args = parser.parse_args()
+    url = None if args.external == NO_EXTERNAL else args.external
+    # The positional form (startup.py 3) is the older spelling of --repeat.
+    repetitions = args.repetitions if args.repetitions is not None else args.repeat
+    if repetitions < 1:
+        parser.error("--repeat must be at least 1")
+
     root = Path(tempfile.mkdtemp(prefix="pgh-bench-"))
     base_env = {k: v for k, v in os.environ.items() if k != "PGHARNESS_URL"}
     nodb, db = _project(root, False), _project(root, True)
@@ -110,51 +157,95 @@ def main() -> None:
         "no database": (nodb, [], base_env, False),
         "embedded, cold (no initdb cache)": (db, [], base_env, True),
         "embedded, warm": (db, [], base_env, False),
-        "external URL": (db, [f"--pg-url={URL}"], base_env, False),
+        EXTERNAL: (db, [f"--pg-url={url}"], base_env, False),
         "no database, -n 2": (nodb, ["-n", "2"], base_env, False),
         "embedded, warm, -n 2": (db, ["-n", "2"], base_env, False),
     }
+    baseline_of = dict(BASELINE_OF)
+    if url is None:
+        del scenarios[EXTERNAL], baseline_of[EXTERNAL]
     try:
         _time_to_first_test(db, [], base_env)  # fill the initdb cache, warm the OS caches
         for _ in range(repetitions):
-            for label, (project, args, env, cold) in scenarios.items():
+            for label, (project, options, env, cold) in scenarios.items():
                 if cold:
                     cache = root / "cold-cache"
                     shutil.rmtree(cache, ignore_errors=True)
                     env = {**env, "PGHARNESS_CACHE_DIR": str(cache)}
-                timings.setdefault(label, []).append(_time_to_first_test(project, args, env))
+                timings.setdefault(label, []).append(_time_to_first_test(project, options, env))
+        handout = _pool_handout_ms(root, url)
     finally:
+        if url is not None:
+            _drop_templates(url, root, db)
         shutil.rmtree(root, ignore_errors=True)
 
-    handout = _pool_handout_ms(root)
-    print(f"time to first test, median of {repetitions} (2 cores, {URL.split('@')[-1]} external)")
+    external = _external_address(url) if url is not None else None
+    where = f"{external} external" if external else "no external server"
+    print(f"time to first test, median of {repetitions} (2 cores, {where})")
     print(f"{'scenario':36} {'median s':>9} {'ratio':>7} {'added s':>8}")
     for label, values in timings.items():
         median = statistics.median(values)
-        base = timings["no database, -n 2"] if "-n 2" in label else timings["no database"]
-        floor_here = statistics.median(base)
+        floor_here = statistics.median(timings[baseline_of[label]])
         print(f"{label:36} {median:9.3f} {median / floor_here:6.2f}x {median - floor_here:+8.3f}")
     print("(ratios and added seconds of -n 2 rows are against 'no database, -n 2')")
     for server, values in handout.items():
         median_ms = statistics.median(values)
         print(f"pool hand-out of a ready database, {server}: median {median_ms:.3f} ms")
 
+    if args.json:
+        report = {
+            "kind": "startup",
+            "repeat": repetitions,
+            "external": external,
+            "timings": timings,
+            "handout_ms": handout,
+            "baseline_of": baseline_of,
+        }
+        _support.write_report(args.json, report)
 
-def _pool_handout_ms(root: Path) -> dict[str, list[float]]:
-    """Median time of ``DatabasePool.acquire()`` when the pool has refilled."""
+
+def _drop_templates(url: str, root: Path, db: Path) -> None:
+    """Drop the templates the external runs built: the project ``db``'s and the pool's.
+
+    (The hand-out pool has no schema and ``root`` as its rootdir.) Their folders are removed
+    at the end, so no later run would reuse or replace them.
+    """
+    from pgharness._names import project_lineage
+
+    lineages = [project_lineage(db, "models:Base"), project_lineage(root, "")]
+    try:
+        server = _support.server(url, "--external")
+        try:
+            with server.address.connect() as admin:
+                _support.drop_project_templates(admin, lineages)
+        finally:
+            server.close()
+    except Exception as exc:  # the timings stand; say what is left behind
+        print(f"could not drop the benchmark's templates: {exc}", file=sys.stderr)
+
+
+def _pool_handout_ms(root: Path, url: str | None) -> dict[str, list[float]]:
+    """Times of ``DatabasePool.acquire()`` when the pool has refilled, in ms, per server.
+
+    Embedded always; external too when ``url`` is given.
+    """
     from pgharness._config import resolve_settings
     from pgharness._harness import Harness
     from pgharness._names import RunIdentity
 
     results: dict[str, list[float]] = {}
-    for server, url in (("embedded", None), ("external", URL)):
+    servers: list[tuple[str, str | None]] = [("embedded", None)]
+    if url is not None:
+        servers.append(("external", url))
+    for server, server_url in servers:
         settings = resolve_settings(
-            option_url=url,
+            option_url=server_url,
             ini_url=None,
             ini_schema=None,
             ini_sessionmakers=[],
             ini_app=None,
             rootpath=root,
+            environ={},  # "embedded" means embedded, whatever PGHARNESS_URL says
         )
         harness = Harness(settings, RunIdentity.for_process(None))
         try:

@@ -16,18 +16,35 @@ import os
 import re
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 __all__ = [
     "CLONE_NAME",
     "TEMPLATE_NAME",
     "RunIdentity",
     "advisory_key",
+    "project_lineage",
     "template_name",
+    "template_prefix",
 ]
 
 PREFIX = "pgh_"
 TEMPLATE_NAME = re.compile(r"^pgh_tpl_(?P<lineage>[0-9a-f]{8})_[0-9a-f]{16}$")
 CLONE_NAME = re.compile(r"^pgh_(?P<run>[0-9a-f]{10})_(?P<worker>main|gw[0-9]+)(_p[0-9]+)?$")
+
+
+def project_lineage(rootpath: Path, schema_label: str) -> str:
+    """Whose schema a template holds: a hash of the project's rootdir and its schema setting.
+
+    ``schema_label`` is the setting as pgharness spells it (``pkg.module:Base``,
+    ``alembic:<ini path>``, or ``""`` for no schema).
+    """
+    return hashlib.sha256(f"{rootpath.resolve()}|{schema_label}".encode()).hexdigest()
+
+
+def template_prefix(lineage: str) -> str:
+    """The start shared by the names of every template of ``lineage``, whatever its version."""
+    return f"{PREFIX}tpl_{lineage[:8]}_"
 
 
 def template_name(lineage: str, source_hash: str) -> str:
@@ -36,7 +53,7 @@ def template_name(lineage: str, source_hash: str) -> str:
     A changed schema replaces only the templates of its own lineage: two projects sharing one
     server never drop each other's templates.
     """
-    return f"pgh_tpl_{lineage[:8]}_{source_hash[:16]}"
+    return f"{template_prefix(lineage)}{source_hash[:16]}"
 
 
 def advisory_key(purpose: str, name: str) -> int:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from ._config import AlembicSchema, MetadataSchema, SchemaSource, mask_url
 from ._errors import ConfigurationError, SchemaError
-from ._names import TEMPLATE_NAME, advisory_key, template_name
+from ._names import TEMPLATE_NAME, advisory_key, project_lineage, template_name
 
 if TYPE_CHECKING:
     import psycopg
@@ -194,7 +194,7 @@ def recipe_for(schema: SchemaSource | None, rootpath: Path) -> _Recipe:
     else:
         recipe = _alembic_recipe(schema, rootpath)
     digest = hashlib.sha256(f"{_BUILD_FORMAT}:{recipe.digest}".encode()).hexdigest()
-    lineage = hashlib.sha256(f"{rootpath.resolve()}|{recipe.label}".encode()).hexdigest()
+    lineage = project_lineage(rootpath, recipe.label)
     return _Recipe(digest=digest, build=recipe.build, label=recipe.label, lineage=lineage)
 
 
