@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import subprocess
 import sys
@@ -169,3 +170,21 @@ def drop_project_templates(admin: Any, lineages: Iterable[str]) -> list[str]:
         admin.execute(f'ALTER DATABASE "{name}" WITH IS_TEMPLATE false')
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     return doomed
+
+
+def rotated(items: Sequence[str], round_: int) -> list[str]:
+    """``items`` started at a different place each round: no contender always runs right
+    after the same other one (a heavy run leaves the server busy for a moment)."""
+    shift = round_ % len(items) if items else 0
+    return [*items[shift:], *items[:shift]]
+
+
+def settle(admin: Any) -> None:
+    """Let the server finish the previous run's work before the next run starts.
+
+    A ``CHECKPOINT`` writes out what the previous contender dirtied, so that cost is not
+    paid by whichever contender comes next. It needs a superuser; without one, nothing.
+    """
+    # A non-superuser simply cannot: the runs stand as they are.
+    with contextlib.suppress(Exception):
+        admin.execute("CHECKPOINT")

@@ -510,8 +510,9 @@ def main() -> int:
             envs = {s: _strategy_env(s, env, address, names, args) for s in args.only}
             runs: dict[str, list[Run]] = {s: [] for s in args.only}
             began = time.perf_counter()
-            for _ in range(args.repeat):
-                for strategy in args.only:
+            for round_ in range(args.repeat):
+                for strategy in _support.rotated(args.only, round_):
+                    _support.settle(admin)
                     runs[strategy].append(
                         _run(root, strategy, extras[strategy], envs[strategy], args.tests)
                     )

@@ -1,6 +1,6 @@
 """Every benchmark in one run, written to docs/benchmarks.md with tables and PNG charts.
 
-    make bench                                   # the full run (about 20 minutes on 2 cores)
+    make bench                                   # the full run (about 25 minutes on 2 cores)
     .venv/bin/python benchmarks/report.py --quick --out /tmp/bench   # a fast smoke run
 
 Runs, one after another, the scripts beside it, each of which measures its own contenders
@@ -76,14 +76,14 @@ class Sizes:
 
 FULL = Sizes(
     isolation_tests=300,
-    isolation_repeat=5,
+    isolation_repeat=7,
     rows=(1, 10, 100, 1000),
     rows_tests=150,
     rows_repeat=3,
     workers_tests=400,
-    workers_rounds=3,
+    workers_rounds=5,
     schema_tables=(10, 100, 400),
-    schema_tests=40,
+    schema_tests=30,
     schema_repeat=3,
     startup_repeat=5,
     styles_repeat=3,
@@ -173,7 +173,7 @@ def measure(sizes: Sizes, runner: Runner, external: str | None) -> dict[str, Any
             "--tests",
             str(sizes.isolation_tests),
             "--repeat",
-            str(max(1, sizes.isolation_repeat - 2)),
+            str(min(3, sizes.isolation_repeat)),
         )
     results["rows"] = {
         rows: runner.run(
@@ -328,14 +328,22 @@ def table(header: Sequence[str], rows: Sequence[Sequence[object]], right_from: i
     return "\n".join(lines)
 
 
-def worker_speedups(workers: dict[int, list[dict[str, Any]]]) -> dict[str, tuple[float, float]]:
-    """Per strategy: median ms/test with one worker and with two."""
-    out: dict[str, tuple[float, float]] = {}
+def worker_speedups(workers: dict[int, list[dict[str, Any]]]) -> dict[str, float]:
+    """Per strategy: ms/test with one worker over ms/test with two, paired invocation by
+    invocation (they ran one right after the other), median over the rounds."""
+    out: dict[str, float] = {}
     for strategy in workers[1][0]["timings"]:
         one = [v for run in workers[1] for v in run["timings"][strategy]]
         two = [v for run in workers[2] for v in run["timings"][strategy]]
-        out[strategy] = (med(one), med(two))
+        out[strategy] = paired_ratio(one, two)
     return out
+
+
+def worker_medians(workers: dict[int, list[dict[str, Any]]], count: int) -> dict[str, float]:
+    return {
+        strategy: med([v for run in workers[count] for v in run["timings"][strategy]])
+        for strategy in workers[count][0]["timings"]
+    }
 
 
 # -- charts -----------------------------------------------------------------------------------
@@ -429,9 +437,16 @@ def _verdict(met: bool) -> str:
     return "**met**" if met else "**not met**"
 
 
+def paired_ratio(values: Sequence[float], reference: Sequence[float]) -> float:
+    """The median of the round-by-round ratios: each pair ran next to each other."""
+    return med([value / ref for value, ref in zip(values, reference, strict=True)])
+
+
 def isolation_section(result: dict[str, Any], charts: Charts, name: str, where: str) -> list[str]:
     timings: dict[str, list[float]] = result["timings"]
-    floor = med(timings["none"])
+    wall: dict[str, list[float]] = result.get("wall_s", {})
+    floor = timings["none"]
+    ratios = {strategy: paired_ratio(values, floor) for strategy, values in timings.items()}
     rows = []
     for strategy, values in timings.items():
         rows.append(
@@ -440,30 +455,37 @@ def isolation_section(result: dict[str, Any], charts: Charts, name: str, where: 
                 STRATEGY_NOTES.get(strategy, ""),
                 f"{med(values):.1f}",
                 spread(values),
-                f"{med(values) / floor:.2f}x",
+                f"{ratios[strategy]:.2f}x",
+                f"{med(wall[strategy]):.1f}" if strategy in wall else "-",
             )
         )
     labels = list(timings)
-    medians = [med(timings[s]) for s in labels]
     chart = charts.bars(
         name,
         f"ms per test, {where} ({result['tests']} tests x {result['rows']} rows)",
         labels,
-        medians,
+        [med(timings[s]) for s in labels],
         [min(timings[s]) for s in labels],
         [max(timings[s]) for s in labels],
         "ms per test (median; whiskers: min-max)",
-        reference=(floor, "floor (no isolation)"),
-        notes=[f"{m / floor:.2f}x" for m in medians],
+        reference=(med(floor), "floor (no isolation)"),
+        notes=[f"{ratios[s]:.2f}x" for s in labels],
     )
     return [
         f"{result['tests']} generated async tests, each committing {result['rows']} rows through a "
         f"service that opens its own `SessionLocal()` session, then counting what it can see; "
-        f"{result['repeat']} runs of each strategy, interleaved; server: {result['server']}. "
-        "Time is from the first test's start to the last test's end (collection, server start "
-        "and template build excluded), divided by the number of tests.",
+        f"{result['repeat']} rounds, each running every strategy once (the order rotating "
+        f"from round to round, a `CHECKPOINT` before each run); server: {result['server']}. "
+        "ms/test is from the first test's start to the last test's end (collection, server start "
+        'and template build excluded), divided by the number of tests; "x floor" is the '
+        'median of the round-by-round ratios to the floor. "wall s" is the whole pytest '
+        "command, start-up and the end of the run included.",
         "",
-        table(["strategy", "what it does", "ms/test (median)", "spread", "x floor"], rows, 2),
+        table(
+            ["strategy", "what it does", "ms/test (median)", "spread", "x floor", "wall s"],
+            rows,
+            2,
+        ),
         "",
         chart,
         "",
@@ -491,12 +513,10 @@ READING_ISOLATION = [
 
 def goals_section(results: dict[str, Any]) -> list[str]:
     timings = results["isolation"]["timings"]
-    floor = med(timings["none"])
-    transaction = med(timings["transaction"]) / floor
-    database = med(timings["database"]) / floor
-    sqla = med(timings["pytest_sqla"]) / med(timings["transaction"])
-    one, two = worker_speedups(results["workers"])["transaction"]
-    speedup = one / two
+    transaction = paired_ratio(timings["transaction"], timings["none"])
+    database = paired_ratio(timings["database"], timings["none"])
+    sqla = paired_ratio(timings["pytest_sqla"], timings["transaction"])
+    speedup = worker_speedups(results["workers"])["transaction"]
     rows = [
         ("`transaction` ≤ 1.10x the floor", f"{transaction:.2f}x", _verdict(transaction <= 1.10)),
         ("`database` ≤ 2x the floor", f"{database:.2f}x", _verdict(database <= 2.0)),
@@ -514,12 +534,12 @@ def goals_section(results: dict[str, Any]) -> list[str]:
         "",
     ]
     if speedup < 1.7:
-        floor_one, floor_two = worker_speedups(results["workers"])["none"]
+        floor_speedup = worker_speedups(results["workers"])["none"]
         lines += [
             f"The worker goal is not met here: {os.cpu_count()} cores run the two pytest workers "
             "*and* the PostgreSQL backends serving them, so the workers compete with the server "
             "for the same cores. The suite with no isolation at all speeds up "
-            f"{floor_one / floor_two:.2f}x on the same machine in the same run "
+            f"{floor_speedup:.2f}x on the same machine in the same run "
             "([Workers](#workers)): that is the ceiling any isolation strategy works under.",
             "",
         ]
@@ -533,11 +553,10 @@ def rows_section(results: dict[str, Any], charts: Charts) -> list[str]:
     table_rows = []
     for count in counts:
         timings = by_rows[count]["timings"]
-        floor = med(timings["none"])
         cells: list[object] = [count]
         for strategy in strategies:
-            value = med(timings[strategy])
-            cells.append(f"{value:.1f} ({value / floor:.2f}x)")
+            ratio = paired_ratio(timings[strategy], timings["none"])
+            cells.append(f"{med(timings[strategy]):.1f} ({ratio:.2f}x)")
         table_rows.append(cells)
     chart = charts.lines(
         "rows",
@@ -563,13 +582,11 @@ def rows_section(results: dict[str, Any], charts: Charts) -> list[str]:
 
 def workers_section(results: dict[str, Any], charts: Charts) -> list[str]:
     speedups = worker_speedups(results["workers"])
+    one, two = (worker_medians(results["workers"], count) for count in (1, 2))
     first = results["workers"][1][0]
-    rows = [
-        (f"`{s}`", f"{one:.1f}", f"{two:.1f}", f"{one / two:.2f}x")
-        for s, (one, two) in speedups.items()
-    ]
+    rows = [(f"`{s}`", f"{one[s]:.1f}", f"{two[s]:.1f}", f"{x:.2f}x") for s, x in speedups.items()]
     labels = list(speedups)
-    values = [one / two for one, two in speedups.values()]
+    values = list(speedups.values())
     chart = charts.bars(
         "workers",
         "speed-up of 2 xdist workers over 1",
@@ -587,7 +604,8 @@ def workers_section(results: dict[str, Any], charts: Charts) -> list[str]:
         "",
         f"{first['tests']} tests x {first['rows']} rows, without xdist and with `-n 2`, "
         f"{rounds} rounds, the two alternating invocation by invocation. ms/test is the test "
-        "phase divided by the number of tests, so the speed-up is the ratio of the two.",
+        "phase divided by the number of tests; the speed-up is the median of the ratios of each "
+        "pair of invocations.",
         "",
         table(["strategy", "1 worker ms/test", "2 workers ms/test", "speed-up"], rows),
         "",
@@ -604,10 +622,10 @@ def schema_section(result: dict[str, Any], charts: Charts) -> list[str]:
     rows = []
     for size in sizes:
         cells: list[object] = [size]
-        reference = med(timings[base][str(size)])
+        reference = timings[base][str(size)]
         for strategy in strategies:
-            value = med(timings[strategy][str(size)])
-            cells.append(f"{value:.1f} ({value / reference:.2f}x)")
+            values = timings[strategy][str(size)]
+            cells.append(f"{med(values):.1f} ({paired_ratio(values, reference):.2f}x)")
         once = result.get("create_all_once_ms", {}).get(str(size))
         cells.append(f"{med(once):.0f}" if once else "-")
         rows.append(cells)
@@ -717,7 +735,7 @@ def styles_section(result: dict[str, Any], charts: Charts) -> list[str]:
     sync_key = next((k for k in per_test if k.startswith("sync key")), None)
     async_key = next((k for k in per_test if k.startswith("async key")), None)
     if sync_key and async_key:
-        ratio = med(per_test[async_key]) / med(per_test[sync_key])
+        ratio = paired_ratio(per_test[async_key], per_test[sync_key])
         lines += [f"Key flows, async style over sync style: **{ratio:.2f}x** per test.", ""]
     labels = list(per_test)
     lines += [
@@ -795,9 +813,10 @@ def render(results: dict[str, Any], machine: list[tuple[str, str]], charts: Char
         "# Benchmarks",
         "",
         f"Written by `make bench` (`benchmarks/report.py`) on {started:%Y-%m-%d %H:%M} UTC in "
-        f"{minutes:.0f} minutes. Every figure is a ratio of two medians measured side by side "
-        "in the same run (interleaved repeats), because absolute times drift on a shared "
-        "machine; the raw medians, spreads and every single run are beside them. "
+        f"{minutes:.0f} minutes. Every figure is a ratio of runs measured side by side in the "
+        "same run, round after round (the median of the round-by-round ratios), because "
+        "absolute times drift on a shared machine; the raw medians, spreads and every single "
+        "run are beside them. "
         f"Load average {load_before:.1f} before the run, {load_after:.1f} after.",
         "",
         *goals_section(results),

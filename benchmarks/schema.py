@@ -293,12 +293,13 @@ def main() -> int:
             }
             env.pop("PGHARNESS_URL", None)
             began = time.perf_counter()
-            for _ in range(args.repeat):
+            for round_ in range(args.repeat):
                 for tables, base in bases.items():
                     once[str(tables)].append(
                         _create_all_once_ms(models[tables], address, admin, prefix + "once")
                     )
-                    for strategy in STRATEGIES:
+                    for strategy in _support.rotated(STRATEGIES, round_):
+                        _support.settle(admin)
                         timings[strategy][str(tables)].append(_run(base, strategy, env))
             elapsed = time.perf_counter() - began
     finally:
