@@ -552,12 +552,11 @@ def _print_table(
         f"\n{args.tests} tests x {args.rows} rows, loop scope {args.loop_scope}{workers}, "
         f"{args.repeat} runs each ({elapsed:.0f} s), {server}"
     )
-    print(f"{'strategy':<17}{'ms/test (median)':>18}{'runs':>26}{'x floor':>10}")
+    print(f"{'strategy':<17}{'ms/test (median)':>18}{'x floor':>10}  runs")
     for strategy, values in timings.items():
         median = statistics.median(values)
-        runs = _support.format_runs(values)
         ratio = f"{median / floor:.2f}x" if floor else "-"
-        print(f"{strategy:<17}{median:>18.1f}{runs:>26}{ratio:>10}")
+        print(f"{strategy:<17}{median:>18.1f}{ratio:>10}  {_support.format_runs(values)}")
 
 
 if __name__ == "__main__":

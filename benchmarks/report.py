@@ -511,6 +511,17 @@ READING_ISOLATION = [
 ]
 
 
+READING_EXTERNAL = [
+    "An external server is one pgharness does not own: here the machine's PostgreSQL, with "
+    "fsync on. Dropping a used clone costs more there than a short test takes, so in "
+    "`database` isolation the clones the tests release pile up faster than the background "
+    "dropper removes them, and the rest are dropped when the run ends: compare its wall time "
+    "with its test phase. The embedded server runs with fsync off and is deleted whole at the "
+    "end, so nothing is left to drop.",
+    "",
+]
+
+
 def goals_section(results: dict[str, Any]) -> list[str]:
     timings = results["isolation"]["timings"]
     transaction = paired_ratio(timings["transaction"], timings["none"])
@@ -838,6 +849,7 @@ def render(results: dict[str, Any], machine: list[tuple[str, str]], charts: Char
             *isolation_section(
                 results["isolation_external"], charts, "isolation-external", "external server"
             ),
+            *READING_EXTERNAL,
         ]
     lines += [
         "## Scaling",
