@@ -23,7 +23,11 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from asyncpg.exceptions import OperatorInterventionError, PostgresConnectionError
+from asyncpg.exceptions import (
+    InternalClientError,
+    OperatorInterventionError,
+    PostgresConnectionError,
+)
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -212,6 +216,17 @@ async def _on_database_unreachable(request: Request, exc: Exception) -> JSONResp
     return _unavailable(request)
 
 
+async def _on_connection_left_mid_operation(request: Request, exc: Exception) -> JSONResponse:
+    # A pooled asyncpg connection whose query was cut off by a server restart refuses the
+    # pool's ping ("another operation is in progress"); SQLAlchemy 2.0 lets that through and
+    # discards the connection, so the next request connects afresh. The same error from a
+    # session shared between tasks would be a bug, hence the traceback in the log.
+    _log.error(
+        "database connection unusable on %s %s", request.method, request.url.path, exc_info=exc
+    )
+    return _unavailable(request)
+
+
 def _unavailable(request: Request) -> JSONResponse:
     _log.warning("database unavailable on %s %s", request.method, request.url.path)
     return problem_response(
@@ -242,4 +257,5 @@ def install_problem_handlers(app: FastAPI) -> None:
         PostgresConnectionError,
     ):
         app.add_exception_handler(unreachable, _on_database_unreachable)
+    app.add_exception_handler(InternalClientError, _on_connection_left_mid_operation)
     app.add_exception_handler(Exception, _on_unexpected)
