@@ -874,14 +874,21 @@ def render(results: dict[str, Any], machine: list[tuple[str, str]], charts: Char
 
 
 def _commands(results: dict[str, Any]) -> list[str]:
+    """Each script invocation of the run, once, in the order they ran."""
     seen: list[str] = []
-    for value in results.values():
-        candidates = value.values() if isinstance(value, dict) else [value]
-        for candidate in candidates:
-            items = candidate if isinstance(candidate, list) else [candidate]
-            for item in items:
-                if isinstance(item, dict) and "command" in item and item["command"] not in seen:
-                    seen.append(item["command"])
+
+    def visit(value: Any) -> None:
+        if isinstance(value, dict) and "command" in value:
+            if value["command"] not in seen:
+                seen.append(value["command"])
+        elif isinstance(value, dict):
+            for item in value.values():
+                visit(item)
+        elif isinstance(value, list):
+            for item in value:
+                visit(item)
+
+    visit(results)
     return seen
 
 
