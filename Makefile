@@ -112,7 +112,7 @@ compat-install: $(COMPAT_STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check tests
+	$(BIN)/ruff format --check src tests benchmarks packages/pgharness/src packages/pgharness/tests
 	$(BIN)/mypy
 
 bench: $(STAMP)  ## Every benchmark side by side; rewrites docs/benchmarks.md and its charts

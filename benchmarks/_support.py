@@ -139,8 +139,9 @@ def format_runs(values: Iterable[float]) -> str:
 def server(url: str, option: str = "--url") -> Any:
     """pgharness's own server objects: an external URL, or ``embedded`` for a throwaway one."""
     from pgharness._config import parse_server_url
+    from pgharness._embedded import EmbeddedServer
     from pgharness._names import RunIdentity
-    from pgharness._server import EmbeddedServer, ExternalServer
+    from pgharness._server import ExternalServer
 
     if url == "embedded":
         # A run id like pytest's own, so a benchmark killed midway is cleaned up by the next

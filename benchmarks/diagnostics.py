@@ -14,7 +14,6 @@ suite's async tests are skipped if it cannot be reached.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -23,6 +22,8 @@ import tempfile
 import textwrap
 import time
 from pathlib import Path
+
+import _support
 
 DEFAULT_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 
@@ -127,7 +128,7 @@ def main() -> None:
             "summary": summary,
             "wall_s": {"with pgharness": timings[True], "-p no:pgharness": timings[False]},
         }
-        Path(options.json).write_text(json.dumps(result, indent=2))
+        _support.write_report(options.json, result)
 
 
 if __name__ == "__main__":

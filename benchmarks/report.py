@@ -10,8 +10,10 @@ answers, on an external one), scaling with rows per test, xdist workers and sche
 (``isolation.py``, ``schema.py``), start-up (``startup.py``), Dashtam's own suite in both
 styles (``styles.py``) and the cost of pgharness's diagnostics (``diagnostics.py``).
 
-Every figure on the page is a ratio of two medians from the same run; the raw medians, the
-spreads (min to max over the repeats), the machine and the versions stand beside it. The
+Every ratio on the page compares runs measured side by side in the same run (start-up and
+diagnostics: the ratio of the medians; the rest: the median of the round-by-round ratios); the
+raw medians, the spreads (min to max over the repeats), the machine and the versions stand
+beside it. The
 "Dashtam under load" section of docs/benchmarks.md belongs to ``load.py`` and is kept as is.
 ``--out DIR`` writes ``benchmarks.md`` and the charts to DIR instead of docs/.
 """
@@ -34,6 +36,8 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+import _support
 
 ROOT = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve().parent
@@ -154,43 +158,22 @@ def _external_url(requested: str | None, quick: bool) -> str | None:
 def measure(sizes: Sizes, runner: Runner, external: str | None) -> dict[str, Any]:
     results: dict[str, Any] = {"started": datetime.datetime.now(datetime.UTC)}
     results["load_before"] = os.getloadavg()
-    common = ["--url", "embedded", "--rows", "10"]
-    results["isolation"] = runner.run(
-        "isolation",
-        *common,
-        "--tests",
-        str(sizes.isolation_tests),
-        "--repeat",
-        str(sizes.isolation_repeat),
-    )
-    if external:
-        results["isolation_external"] = runner.run(
+
+    def isolation(url: str, rows: int, tests: int, repeat: int, *more: str) -> dict[str, Any]:
+        return runner.run(
             "isolation",
-            "--url",
-            external,
-            "--rows",
-            "10",
-            "--tests",
-            str(sizes.isolation_tests),
-            "--repeat",
-            str(min(3, sizes.isolation_repeat)),
+            *("--url", url, "--rows", str(rows), "--tests", str(tests), "--repeat", str(repeat)),
+            *more,
+        )
+
+    scaling = ("--only", "none", "transaction", "database")
+    results["isolation"] = isolation("embedded", 10, sizes.isolation_tests, sizes.isolation_repeat)
+    if external:
+        results["isolation_external"] = isolation(
+            external, 10, sizes.isolation_tests, min(3, sizes.isolation_repeat)
         )
     results["rows"] = {
-        rows: runner.run(
-            "isolation",
-            "--url",
-            "embedded",
-            "--rows",
-            str(rows),
-            "--tests",
-            str(sizes.rows_tests),
-            "--repeat",
-            str(sizes.rows_repeat),
-            "--only",
-            "none",
-            "transaction",
-            "database",
-        )
+        rows: isolation("embedded", rows, sizes.rows_tests, sizes.rows_repeat, *scaling)
         for rows in sizes.rows
     }
     # One and two workers alternate invocation by invocation, so drift hits both alike.
@@ -198,20 +181,7 @@ def measure(sizes: Sizes, runner: Runner, external: str | None) -> dict[str, Any
     for _ in range(sizes.workers_rounds):
         for count in (1, 2):
             workers[count].append(
-                runner.run(
-                    "isolation",
-                    *common,
-                    "--tests",
-                    str(sizes.workers_tests),
-                    "--repeat",
-                    "1",
-                    "--workers",
-                    str(count),
-                    "--only",
-                    "none",
-                    "transaction",
-                    "database",
-                )
+                isolation("embedded", 10, sizes.workers_tests, 1, "--workers", str(count), *scaling)
             )
     results["workers"] = workers
     results["schema"] = runner.run(
@@ -275,8 +245,10 @@ def _server_version(url: str) -> str:
     import psycopg
 
     with psycopg.connect(url, connect_timeout=3) as connection:
-        row = connection.execute("show server_version").fetchone()
-    return f"PostgreSQL {row[0].split()[0]}" if row else "?"
+        row = connection.execute(
+            "SELECT current_setting('server_version'), current_setting('fsync')"
+        ).fetchone()
+    return f"PostgreSQL {row[0].split()[0]} (fsync {row[1]})" if row else "?"
 
 
 def machine_rows(external: str | None) -> list[tuple[str, str]]:
@@ -315,10 +287,6 @@ def med(values: Sequence[float]) -> float:
 
 def spread(values: Sequence[float], digits: int = 1) -> str:
     return f"{min(values):.{digits}f}-{max(values):.{digits}f}"
-
-
-def runs(values: Sequence[float], digits: int = 1) -> str:
-    return " ".join(f"{value:.{digits}f}" for value in values)
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[object]], right_from: int = 1) -> str:
@@ -401,6 +369,29 @@ class Charts:
         axes.set_xlim(0, max([*highs, reference[0] if reference else 0]) * 1.25)
         return self._save(figure, name, title)
 
+    def medians(
+        self,
+        name: str,
+        title: str,
+        samples: dict[str, Sequence[float]],
+        unit: str,
+        reference: tuple[float, str] | None = None,
+        notes: Sequence[str] | None = None,
+    ) -> str:
+        """``bars`` of each label's median, whiskers from its minimum to its maximum."""
+        values = list(samples.values())
+        return self.bars(
+            name,
+            title,
+            list(samples),
+            [med(v) for v in values],
+            [min(v) for v in values],
+            [max(v) for v in values],
+            unit,
+            reference,
+            notes,
+        )
+
     def lines(
         self,
         name: str,
@@ -459,17 +450,13 @@ def isolation_section(result: dict[str, Any], charts: Charts, name: str, where: 
                 f"{med(wall[strategy]):.1f}" if strategy in wall else "-",
             )
         )
-    labels = list(timings)
-    chart = charts.bars(
+    chart = charts.medians(
         name,
         f"ms per test, {where} ({result['tests']} tests x {result['rows']} rows)",
-        labels,
-        [med(timings[s]) for s in labels],
-        [min(timings[s]) for s in labels],
-        [max(timings[s]) for s in labels],
+        timings,
         "ms per test (median; whiskers: min-max)",
         reference=(med(floor), "floor (no isolation)"),
-        notes=[f"{ratios[s]:.2f}x" for s in labels],
+        notes=[f"{ratio:.2f}x" for ratio in ratios.values()],
     )
     return [
         f"{result['tests']} generated async tests, each committing {result['rows']} rows through a "
@@ -498,7 +485,8 @@ READING_ISOLATION = [
     "- The floor is a real suite, not an empty one: on pytest-asyncio's default per-test event "
     "loop an asyncpg connection cannot outlive its test, so the floor connects once per test, "
     "as every async strategy here does. What a strategy adds over it is its isolation.",
-    "- `guide` is cheaper than the floor because it runs no async code at all: its tests call a "
+    "- `guide` runs no async code at all (which is why it can come out cheaper than the "
+    "floor): its tests call a "
     "sync twin of the service over one pooled psycopg connection, with no event loop per test. "
     "The same is its blind spot: the async code production runs is not the code these tests "
     "exercise.",
@@ -512,12 +500,12 @@ READING_ISOLATION = [
 
 
 READING_EXTERNAL = [
-    "An external server is one pgharness does not own: here the machine's PostgreSQL, with "
-    "fsync on. Dropping a used clone costs more there than a short test takes, so in "
-    "`database` isolation the clones the tests release pile up faster than the background "
-    "dropper removes them, and the rest are dropped when the run ends: compare its wall time "
-    "with its test phase. The embedded server runs with fsync off and is deleted whole at the "
-    "end, so nothing is left to drop.",
+    "An external server is one pgharness does not own (its version and fsync setting are under "
+    "[Machine and versions](#machine-and-versions)). Where fsync is on, dropping a used clone "
+    "can cost more than a short test takes, so in `database` isolation the clones the tests "
+    "release can pile up faster than the background dropper removes them, and the rest are "
+    "dropped when the run ends: compare its wall time with its test phase. The embedded "
+    "server runs with fsync off and is deleted whole at the end, so nothing is left to drop.",
     "",
 ]
 
@@ -527,7 +515,8 @@ def goals_section(results: dict[str, Any]) -> list[str]:
     transaction = paired_ratio(timings["transaction"], timings["none"])
     database = paired_ratio(timings["database"], timings["none"])
     sqla = paired_ratio(timings["pytest_sqla"], timings["transaction"])
-    speedup = worker_speedups(results["workers"])["transaction"]
+    speedups = worker_speedups(results["workers"])
+    speedup = speedups["transaction"]
     rows = [
         ("`transaction` ≤ 1.10x the floor", f"{transaction:.2f}x", _verdict(transaction <= 1.10)),
         ("`database` ≤ 2x the floor", f"{database:.2f}x", _verdict(database <= 2.0)),
@@ -545,7 +534,7 @@ def goals_section(results: dict[str, Any]) -> list[str]:
         "",
     ]
     if speedup < 1.7:
-        floor_speedup = worker_speedups(results["workers"])["none"]
+        floor_speedup = speedups["none"]
         lines += [
             f"The worker goal is not met here: {os.cpu_count()} cores run the two pytest workers "
             "*and* the PostgreSQL backends serving them, so the workers compete with the server "
@@ -683,15 +672,8 @@ def startup_section(result: dict[str, Any], charts: Charts) -> list[str]:
                 f"{med(values) - base:+.2f}",
             )
         )
-    labels = list(timings)
-    chart = charts.bars(
-        "startup",
-        "time to the first test",
-        labels,
-        [med(timings[label]) for label in labels],
-        [min(timings[label]) for label in labels],
-        [max(timings[label]) for label in labels],
-        "seconds (median; whiskers: min-max)",
+    chart = charts.medians(
+        "startup", "time to the first test", timings, "seconds (median; whiskers: min-max)"
     )
     handout = result.get("handout_ms", {})
     lines = [
@@ -748,15 +730,11 @@ def styles_section(result: dict[str, Any], charts: Charts) -> list[str]:
     if sync_key and async_key:
         ratio = paired_ratio(per_test[async_key], per_test[sync_key])
         lines += [f"Key flows, async style over sync style: **{ratio:.2f}x** per test.", ""]
-    labels = list(per_test)
     lines += [
-        charts.bars(
+        charts.medians(
             "styles",
             "Dashtam's suite, ms per test",
-            labels,
-            [med(per_test[label]) for label in labels],
-            [min(per_test[label]) for label in labels],
-            [max(per_test[label]) for label in labels],
+            per_test,
             "ms per test (median; whiskers: min-max)",
         ),
         "",
@@ -794,7 +772,7 @@ def raw_section(results: dict[str, Any]) -> list[str]:
     def add(title: str, timings: dict[str, Sequence[float]], unit: str) -> None:
         lines.append(f"{title} ({unit})")
         for label, values in timings.items():
-            lines.append(f"  {label:<28} {runs(values)}")
+            lines.append(f"  {label:<28} {_support.format_runs(values)}")
 
     add("isolation, embedded", results["isolation"]["timings"], "ms/test")
     if "isolation_external" in results:
@@ -824,10 +802,10 @@ def render(results: dict[str, Any], machine: list[tuple[str, str]], charts: Char
         "# Benchmarks",
         "",
         f"Written by `make bench` (`benchmarks/report.py`) on {started:%Y-%m-%d %H:%M} UTC in "
-        f"{minutes:.0f} minutes. Every figure is a ratio of runs measured side by side in the "
-        "same run, round after round (the median of the round-by-round ratios), because "
-        "absolute times drift on a shared machine; the raw medians, spreads and every single "
-        "run are beside them. "
+        f"{minutes:.0f} minutes. Every ratio compares runs measured side by side in the same "
+        "run, round after round, because absolute times drift on a shared machine (start-up "
+        "and diagnostics: the ratio of the medians; the rest: the median of the round-by-round "
+        "ratios); the raw medians, spreads and every single run are beside them. "
         f"Load average {load_before:.1f} before the run, {load_after:.1f} after.",
         "",
         *goals_section(results),

@@ -5,12 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import httpx
-import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
 from tests.support.accounts import Account, add_provider
-from tests.support.database import PgDatabase, libpq_url
+from tests.support.database import PgDatabase, raw_connection
 
 ACCESS = "plaintext-access-token-4b1d"
 REFRESH = "plaintext-refresh-token-9c3e"
@@ -45,7 +44,7 @@ def test_tokens_are_stored_encrypted(
     )
     assert callback.status_code == 200
 
-    with psycopg.connect(libpq_url(pg_database.sync_url)) as conn:
+    with raw_connection(pg_database) as conn:
         rows = conn.execute(
             "SELECT t.key_id, t.access_token_encrypted, t.refresh_token_encrypted"
             " FROM provider_tokens t JOIN provider_connections c ON c.id = t.connection_id"

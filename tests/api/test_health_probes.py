@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
 from dashtam.migrate import head_revision
-from tests.support.database import libpq_url
+from tests.support.database import raw_connection
 
 
 def test_liveness_answers_without_the_database(client: TestClient) -> None:
@@ -30,7 +29,7 @@ def test_readiness_reports_the_schema_revision(client: TestClient) -> None:
 
 @pytest.mark.pg_isolation("database")
 def test_an_unmigrated_database_is_not_ready(client: TestClient, pg_database: Any) -> None:
-    with psycopg.connect(libpq_url(pg_database.sync_url), autocommit=True) as conn:
+    with raw_connection(pg_database, autocommit=True) as conn:
         conn.execute("UPDATE alembic_version SET version_num = '0001'")
         try:
             response = client.get("/health/ready")

@@ -6,10 +6,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
 
-from tests.support.database import libpq_url
+from tests.support.database import raw_connection
 from tests.support.flows import register_connect
 
 _STATE = """
@@ -26,7 +25,7 @@ WHERE p.id = %s
 @pytest.fixture
 def failing_refresh_audit(pg_database: Any) -> Iterator[None]:
     """A trigger in this test's database that makes writing a refresh's audit row fail."""
-    with psycopg.connect(libpq_url(pg_database.sync_url), autocommit=True) as conn:
+    with raw_connection(pg_database, autocommit=True) as conn:
         conn.execute(
             """
             CREATE FUNCTION refuse_refresh_audit() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -54,7 +53,7 @@ async def test_failure_writing_the_audit_row_leaves_tokens_and_counters_untouche
     async_client: httpx.AsyncClient, pg_database: Any, request: pytest.FixtureRequest
 ) -> None:
     connected = await register_connect(async_client)
-    with psycopg.connect(libpq_url(pg_database.sync_url)) as conn:
+    with raw_connection(pg_database) as conn:
         before = conn.execute(_STATE, (connected.provider_id,)).fetchone()
     assert before is not None
 
@@ -66,6 +65,6 @@ async def test_failure_writing_the_audit_row_leaves_tokens_and_counters_untouche
     assert response.status_code == 500
     assert response.headers["content-type"] == "application/problem+json"
     assert "injected failure" not in response.text  # database errors are not echoed
-    with psycopg.connect(libpq_url(pg_database.sync_url)) as conn:
+    with raw_connection(pg_database) as conn:
         after = conn.execute(_STATE, (connected.provider_id,)).fetchone()
     assert after == before  # same ciphertexts, counters, status and audit count

@@ -6,12 +6,11 @@ import asyncio
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
 
 from dashtam.core.config import get_settings
 from dashtam.main import app
-from tests.support.database import libpq_url
+from tests.support.database import raw_connection
 from tests.support.flows import Connected, register_connect
 
 CONCURRENT = 5
@@ -40,7 +39,7 @@ async def test_concurrent_refreshes_each_rotate_and_none_is_lost(
     after = await async_client.post(url, headers=connected.headers)
     assert after.status_code == 201, after.text
     assert after.json()["refresh_count"] == CONCURRENT + 1
-    with psycopg.connect(libpq_url(pg_database.sync_url)) as conn:
+    with raw_connection(pg_database) as conn:
         audited = conn.execute(
             "SELECT count(*) FROM audit_logs WHERE provider_id = %s AND action = 'refresh'"
             " AND details->>'outcome' = 'success'",

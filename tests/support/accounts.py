@@ -8,6 +8,8 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
+from tests.support.flows import PASSWORD
+
 
 @dataclass
 class Account:
@@ -23,13 +25,12 @@ class Account:
 
 def register_and_login(client: TestClient, email: str | None = None) -> Account:
     email = email or f"user-{secrets.token_hex(4)}@example.com"
-    password = "correct horse battery staple"
-    response = client.post("/api/v1/auth/register", json={"email": email, "password": password})
+    response = client.post("/api/v1/auth/register", json={"email": email, "password": PASSWORD})
     assert response.status_code == 201, response.text
-    response = client.post("/api/v1/auth/login", json={"email": email, "password": password})
+    response = client.post("/api/v1/auth/login", json={"email": email, "password": PASSWORD})
     assert response.status_code == 200, response.text
     body = response.json()
-    return Account(email, password, body["access_token"], body["refresh_token"])
+    return Account(email, PASSWORD, body["access_token"], body["refresh_token"])
 
 
 def add_provider(

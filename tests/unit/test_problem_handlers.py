@@ -1,8 +1,8 @@
 """What a request gets when PostgreSQL goes away under it: a 503 problem+json, never a 500.
 
 The errors here are the ones asyncpg raises itself while the server restarts, which SQLAlchemy
-2.0 lets through unwrapped (a restart under load produced each of them; see
-``tests/api/test_database_restart.py``).
+2.0 lets through unwrapped and 2.1 wraps in part (a restart under load produced each of them;
+see ``tests/api/test_database_restart.py``).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from asyncpg.exceptions import (
 )
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from sqlalchemy.exc import InternalError
 
 from dashtam.core.errors import PROBLEM_MEDIA_TYPE, install_problem_handlers
 
@@ -30,10 +31,20 @@ def _app_raising(error: Exception) -> FastAPI:
     return app
 
 
+def _wrapped_as_sqlalchemy_2_1_does(error: Exception) -> InternalError:
+    """SQLAlchemy 2.1 translates the driver's error (``raise ... from error``) and wraps that."""
+    translated = Exception(str(error))
+    translated.__cause__ = error
+    return InternalError("SELECT 1", None, translated)
+
+
 @pytest.mark.parametrize(
     "error",
     [
         InternalClientError("cannot switch to state 15; another operation (2) is in progress"),
+        _wrapped_as_sqlalchemy_2_1_does(
+            InternalClientError("cannot switch to state 15; another operation (2) is in progress")
+        ),
         CannotConnectNowError("the database system is starting up"),
         OperatorInterventionError("terminating connection due to administrator command"),
         ConnectionResetError("connection reset by peer"),

@@ -13,6 +13,22 @@ import pytest
 from _diagnostics_project import INI, pgharness_section, run, scratch_database, write_project
 from _isolation_project import make_project
 
+# Attempt 2: a NullPool engine and a session-scoped async fixture on the session-scoped loop.
+SHARED_SESSION_CONFTEST = """
+    import pytest_asyncio
+    from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+    from sqlalchemy.pool import NullPool
+
+    engine = create_async_engine("DATABASE_URL", poolclass=NullPool)
+
+
+    @pytest_asyncio.fixture(scope="session", loop_scope="session")
+    async def shared_session():
+        async with AsyncSession(engine) as session:
+            await session.connection()
+            yield session
+"""
+
 
 @pytest.fixture(scope="module")
 def database_url() -> Iterator[str]:
@@ -90,20 +106,7 @@ def test_session_scoped_fixture_is_named_with_the_loop_scope_fix(
     write_project(
         pytester,
         database_url,
-        conftest="""
-            import pytest_asyncio
-            from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
-            from sqlalchemy.pool import NullPool
-
-            engine = create_async_engine("DATABASE_URL", poolclass=NullPool)
-
-
-            @pytest_asyncio.fixture(scope="session", loop_scope="session")
-            async def shared_session():
-                async with AsyncSession(engine) as session:
-                    await session.connection()
-                    yield session
-        """,
+        conftest=SHARED_SESSION_CONFTEST,
         test_shared="""
             from sqlalchemy import text
 
@@ -204,20 +207,7 @@ def test_busy_connection_from_a_fixture_on_an_open_loop_is_the_loop_trouble(
     write_project(
         pytester,
         database_url,
-        conftest="""
-            import pytest_asyncio
-            from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
-            from sqlalchemy.pool import NullPool
-
-            engine = create_async_engine("DATABASE_URL", poolclass=NullPool)
-
-
-            @pytest_asyncio.fixture(scope="session", loop_scope="session")
-            async def shared_session():
-                async with AsyncSession(engine) as session:
-                    await session.connection()
-                    yield session
-        """,
+        conftest=SHARED_SESSION_CONFTEST,
         test_shared="""
             from sqlalchemy import text
 

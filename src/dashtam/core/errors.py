@@ -187,6 +187,9 @@ async def _on_http(request: Request, exc: Exception) -> JSONResponse:
 
 async def _on_database_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DBAPIError)
+    if isinstance(getattr(exc.orig, "__cause__", None), InternalClientError):
+        # SQLAlchemy 2.1 wraps the error that 2.0 lets through unwrapped.
+        return await _on_connection_left_mid_operation(request, exc)
     sqlstate = str(getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", "") or "")
     if sqlstate.startswith("22"):
         # Input that slipped past validation and that PostgreSQL cannot store (e.g. a NUL byte).
@@ -218,9 +221,9 @@ async def _on_database_unreachable(request: Request, exc: Exception) -> JSONResp
 
 async def _on_connection_left_mid_operation(request: Request, exc: Exception) -> JSONResponse:
     # A pooled asyncpg connection whose query was cut off by a server restart refuses the
-    # pool's ping ("another operation is in progress"); SQLAlchemy 2.0 lets that through and
-    # discards the connection, so the next request connects afresh. The same error from a
-    # session shared between tasks would be a bug, hence the traceback in the log.
+    # pool's ping ("another operation is in progress"); SQLAlchemy discards the connection, so
+    # the next request connects afresh. The same error from a session shared between tasks
+    # would be a bug, hence the traceback in the log.
     _log.error(
         "database connection unusable on %s %s", request.method, request.url.path, exc_info=exc
     )
@@ -247,8 +250,9 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _on_validation)
     app.add_exception_handler(StarletteHTTPException, _on_http)
     app.add_exception_handler(DBAPIError, _on_database_error)
-    # SQLAlchemy 2.0 lets asyncpg's own errors through while the server restarts
-    # ("the database system is starting up", a connection closed under a query).
+    # asyncpg's own errors, which SQLAlchemy lets through while the server restarts ("the
+    # database system is starting up", a connection closed under a query; under 2.0 also a
+    # connection left mid-operation, which 2.1 wraps: see _on_database_error).
     for unreachable in (
         SQLAlchemyTimeoutError,
         OSError,

@@ -34,6 +34,7 @@ __all__ = [
     "activate",
     "check_app_objects",
     "count_database_tests",
+    "isolation_mode_of",
     "wants_isolation",
 ]
 
@@ -123,7 +124,7 @@ def wants_isolation(item: pytest.Item) -> bool:
     )
 
 
-def _mode_of(item: pytest.Item) -> IsolationMode:
+def isolation_mode_of(item: pytest.Item) -> IsolationMode:
     marker = item.get_closest_marker("pg_isolation")
     if marker is None:
         return IsolationMode.TRANSACTION
@@ -143,7 +144,7 @@ def count_database_tests(items: list[pytest.Item]) -> int:
         if item.get_closest_marker("pg_isolation") is None:
             continue
         with contextlib.suppress(ConfigurationError, ValueError):
-            count += _mode_of(item) is IsolationMode.DATABASE
+            count += isolation_mode_of(item) is IsolationMode.DATABASE
     return count
 
 
@@ -179,7 +180,7 @@ def activate(request: pytest.FixtureRequest, state_fixture: str) -> Iterator[Act
     is_async = is_async_test(item)
     _check_style(item, is_async)
     try:
-        mode = _mode_of(item)
+        mode = isolation_mode_of(item)
     except ConfigurationError as exc:
         pytest.fail(str(exc), pytrace=False)
     harness = request.getfixturevalue("_pg_session")

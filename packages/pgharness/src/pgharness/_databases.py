@@ -235,12 +235,6 @@ class DatabasePool:
             self._to_drop.append(database.name)
             self._wanted.notify_all()
 
-    def expect(self, count: int) -> None:
-        """The run will ask for ``count`` more databases: make up to that many, no more."""
-        with self._wanted:
-            self._expected = self._handed_out + max(0, count)
-            self._wanted.notify_all()
-
     def wait_filled(self, timeout: float = 60) -> bool:
         """Block until the pool holds its target number of ready databases (for measuring)."""
         with self._wanted:
@@ -261,12 +255,6 @@ class DatabasePool:
                 )
             finally:
                 self._backlog = backlog
-
-    @property
-    def strategy(self) -> str | None:
-        """The ``CREATE DATABASE`` strategy in use (None: the server's default)."""
-        self._strategy_known.wait(timeout=60)
-        return self._strategy
 
     def close(self) -> None:
         """Stop the background threads and drop every database the pool made."""
@@ -360,7 +348,6 @@ class DatabasePool:
                         self._ready.append(PgDatabase.on(self._address, name))
                         self._wanted.notify_all()
         except BaseException as exc:
-            self._strategy_known.set()
             self._fail(exc)
 
     def _drop_loop(self) -> None:

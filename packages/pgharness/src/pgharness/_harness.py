@@ -108,12 +108,7 @@ class Harness:
             return
         with self._lock:
             self._database_tests = count
-            existing = self._pool
-        if existing is not None:
-            if self.run.worker == "main":
-                existing.expect(count)
-        else:
-            self.pool  # noqa: B018  (starts the pool's threads)
+        self.pool  # noqa: B018  (starts the pool's threads)
 
     @property
     def server(self) -> Server:

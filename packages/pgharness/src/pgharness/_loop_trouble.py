@@ -21,7 +21,9 @@ from typing import Any
 
 import pytest
 
-from ._config import PGHARNESS_FIXTURES
+from ._activation import isolation_mode_of, wants_isolation
+from ._errors import ConfigurationError
+from ._isolation import IsolationMode
 from ._tracebacks import Frame, frames_of, is_library_frame, raised_by, user_frame
 
 __all__ = [
@@ -243,10 +245,12 @@ def _explain_lost_savepoint(item: pytest.Item, user: Frame | None, rootdir: Path
 
 
 def _in_transaction_isolation(item: pytest.Item) -> bool:
-    marker = item.get_closest_marker("pg_isolation")
-    if marker is not None:
-        return "database" not in (*marker.args, *marker.kwargs.values())
-    return any(name in PGHARNESS_FIXTURES for name in getattr(item, "fixturenames", ()))
+    if not wants_isolation(item):
+        return False
+    try:
+        return isolation_mode_of(item) is IsolationMode.TRANSACTION
+    except ConfigurationError:
+        return False  # the test failed at set-up, saying why
 
 
 def _explain_concurrency(

@@ -117,13 +117,3 @@ class ExternalServer:
 
     def close(self) -> None:
         """Nothing to stop: the server is the user's."""
-
-
-def __getattr__(name: str) -> object:
-    # The embedded server has its own module (which needs ServerAddress from this one); it is
-    # importable from here too, so that "a server" is found in one place.
-    if name == "EmbeddedServer":
-        from ._embedded import EmbeddedServer
-
-        return EmbeddedServer
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -213,4 +213,3 @@ def pg_queries(request: pytest.FixtureRequest) -> PgQueries:
     recording = recording_for(request.node)
     assert recording is not None  # the test asked for pg_queries
     return PgQueries(recording)
-
