@@ -17,6 +17,11 @@ from collections.abc import AsyncIterator
 from contextlib import suppress
 from typing import Any
 
+from asyncpg.exceptions import (
+    InternalClientError,
+    OperatorInterventionError,
+    PostgresConnectionError,
+)
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
@@ -71,6 +76,19 @@ def nested_connection_slots() -> asyncio.Semaphore:
     return slots
 
 
+# A connection the server dropped, as SQLAlchemy reports it, and as asyncpg does where
+# SQLAlchemy 2.0 lets its errors through unwrapped (a rollback on a connection a restart left
+# mid-operation raises InternalClientError).
+CONNECTION_LOST = (
+    DBAPIError,
+    OSError,
+    TimeoutError,
+    InternalClientError,
+    OperatorInterventionError,
+    PostgresConnectionError,
+)
+
+
 async def get_session() -> AsyncIterator[AsyncSession]:
     """FastAPI dependency: one session per request."""
     session = SessionLocal()
@@ -88,6 +106,6 @@ async def close_quietly(session: AsyncSession) -> None:
     """
     try:
         await session.close()
-    except (DBAPIError, OSError, TimeoutError):
-        with suppress(DBAPIError, OSError, TimeoutError):
+    except CONNECTION_LOST:
+        with suppress(*CONNECTION_LOST):
             await session.invalidate()
