@@ -10,9 +10,11 @@ Precedence: command line beats environment beats ini (``--pg-url`` > ``PGHARNESS
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -20,6 +22,7 @@ from typing import Literal
 from ._errors import ConfigurationError
 
 __all__ = [
+    "INI_KEYS",
     "PGHARNESS_FIXTURES",
     "AlembicSchema",
     "MetadataSchema",
@@ -27,6 +30,7 @@ __all__ = [
     "SchemaSource",
     "ServerUrl",
     "Settings",
+    "check_ini_keys",
     "mask_url",
     "parse_object_ref",
     "parse_schema",
@@ -38,6 +42,18 @@ __all__ = [
 #: server (or connects to it) and builds the template.
 PGHARNESS_FIXTURES: frozenset[str] = frozenset(
     {"pg_database", "async_db", "async_client", "db", "client", "pg_queries"}
+)
+
+#: Every ini key pgharness reads; any other ``pgharness*`` key is a typo and stops the run.
+INI_KEYS: frozenset[str] = frozenset(
+    {
+        "pgharness_url",
+        "pgharness_schema",
+        "pgharness_sessionmakers",
+        "pgharness_app",
+        "pgharness_setup_sql",
+        "pgharness_allow_urls",
+    }
 )
 
 URL_ENV = "PGHARNESS_URL"
@@ -131,6 +147,10 @@ class Settings:
     sessionmakers: tuple[ObjectRef, ...]
     app: ObjectRef | None
     rootpath: Path
+    #: SQL run in the template database before the schema is built (extensions, roles).
+    setup_sql: str = ""
+    #: External databases the suite may reach on purpose (``pgharness_allow_urls``).
+    allow_urls: tuple[ServerUrl, ...] = ()
 
     def server_description(self) -> str:
         where = self.url.masked if self.url is not None else "embedded"
@@ -218,6 +238,8 @@ def resolve_settings(
     ini_app: str | None,
     rootpath: Path,
     environ: dict[str, str] | None = None,
+    ini_setup_sql: str | None = None,
+    ini_allow_urls: list[str] | None = None,
 ) -> Settings:
     """Combine command line, environment and ini into validated ``Settings``.
 
@@ -242,6 +264,11 @@ def resolve_settings(
         if line.strip()
     )
     app = parse_object_ref(ini_app, "pgharness_app") if ini_app and ini_app.strip() else None
+    allow_urls = tuple(
+        parse_server_url(line, "pgharness_allow_urls")
+        for line in ini_allow_urls or []
+        if line.strip()
+    )
     return Settings(
         url=url,
         url_source=url_source,
@@ -249,4 +276,24 @@ def resolve_settings(
         sessionmakers=sessionmakers,
         app=app,
         rootpath=rootpath,
+        setup_sql=(ini_setup_sql or "").strip(),
+        allow_urls=allow_urls,
     )
+
+
+def check_ini_keys(keys: Iterable[str]) -> None:
+    """Stop on a ``pgharness_*`` ini key pgharness does not know (a typo would be ignored).
+
+    Raises ``ConfigurationError`` with the closest known key.
+    """
+    for key in sorted(keys):
+        if not key.startswith("pgharness") or key in INI_KEYS:
+            continue
+        close = difflib.get_close_matches(key, sorted(INI_KEYS), n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ConfigurationError(
+            f"pgharness: unknown ini key {key!r}: {hint}pgharness reads only "
+            f"{', '.join(sorted(INI_KEYS))}. Fix: correct or remove {key!r} in your pytest "
+            "configuration (pyproject.toml [tool.pytest.ini_options], pytest.ini, tox.ini or "
+            "setup.cfg)."
+        )

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from ._activation import count_database_tests
-from ._config import PGHARNESS_FIXTURES, resolve_settings
+from ._config import PGHARNESS_FIXTURES, check_ini_keys, resolve_settings
 from ._diagnostics import add_report_section, safe_explain_failure
 from ._errors import ConfigurationError
 from ._harness import Harness
@@ -57,6 +57,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         type="string",
         default="",
     )
+    parser.addini(
+        "pgharness_setup_sql",
+        "SQL run in the template database before the schema is built (extensions, roles)",
+        type="string",
+        default="",
+    )
+    parser.addini(
+        "pgharness_allow_urls",
+        "external databases tests may connect to on purpose, one URL per line (every other "
+        "database pgharness did not create is blocked)",
+        type="linelist",
+        default=[],
+    )
     group.addoption(
         "--pg-doctor",
         action="store_true",
@@ -85,6 +98,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def _configure_harness(config: pytest.Config) -> None:
     try:
+        check_ini_keys(config.inicfg.keys())
         settings = resolve_settings(
             option_url=config.getoption("pg_url", None),
             ini_url=str(config.getini("pgharness_url") or ""),
@@ -92,6 +106,8 @@ def _configure_harness(config: pytest.Config) -> None:
             ini_sessionmakers=list(config.getini("pgharness_sessionmakers") or []),
             ini_app=str(config.getini("pgharness_app") or ""),
             rootpath=config.rootpath,
+            ini_setup_sql=str(config.getini("pgharness_setup_sql") or ""),
+            ini_allow_urls=list(config.getini("pgharness_allow_urls") or []),
         )
     except ConfigurationError as exc:
         if config.getoption("help", False):
