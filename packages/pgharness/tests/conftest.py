@@ -70,3 +70,60 @@ def postgres_running_in(path: Path) -> bool:
     if not pid_file.exists():
         return False
     return process_running(int(pid_file.read_text().split("\n", 1)[0]))
+
+
+class DeveloperDatabase:
+    """A database of the developer's own on the machine's server, beside pgharness's.
+
+    Projects point their app's settings at it (``.url``, ``.sync_url``): if anything of a run
+    reaches it, ``assert_untouched`` fails.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        base = EXTERNAL_URL.rsplit("/", 1)[0]
+        self.libpq_url = f"{base}/{name}"
+        self.url = self.libpq_url.replace("postgresql://", "postgresql+asyncpg://", 1)
+        self.sync_url = self.libpq_url.replace("postgresql://", "postgresql+psycopg://", 1)
+
+    def tables(self) -> list[str]:
+        with psycopg.connect(self.libpq_url, autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT schemaname || '.' || tablename FROM pg_tables "
+                "WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1"
+            )
+            return [str(row[0]) for row in rows]
+
+    def schemas(self) -> list[str]:
+        with psycopg.connect(self.libpq_url, autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT nspname FROM pg_namespace WHERE nspname NOT LIKE 'pg\\_%' "
+                "AND nspname NOT IN ('information_schema', 'public') ORDER BY 1"
+            )
+            return [str(row[0]) for row in rows]
+
+    def assert_untouched(self) -> None:
+        """No table, no schema: nothing of the run reached this database."""
+        assert self.tables() == [], f"the developer's database {self.name} was written to"
+        assert self.schemas() == [], f"the developer's database {self.name} got schemas"
+
+
+@pytest.fixture
+def developer_database(
+    admin: psycopg.Connection[tuple[object, ...]],
+) -> Iterator[DeveloperDatabase]:
+    """An empty database standing for the developer's own, dropped after the test."""
+    import uuid
+
+    database = DeveloperDatabase(f"devdb_{uuid.uuid4().hex[:12]}")
+    admin.execute(f'CREATE DATABASE "{database.name}"')
+    try:
+        yield database
+    finally:
+        admin.execute(f'DROP DATABASE IF EXISTS "{database.name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["embedded", "external"])
+def server_args(request: pytest.FixtureRequest, runtime_dir: Path) -> list[str]:
+    """Command-line arguments for an inner run: the embedded default, or the machine's server."""
+    return [] if request.param == "embedded" else [f"--pg-url={EXTERNAL_URL}"]
