@@ -85,6 +85,7 @@ class DeveloperDatabase:
         self.libpq_url = f"{base}/{name}"
         self.url = self.libpq_url.replace("postgresql://", "postgresql+asyncpg://", 1)
         self.sync_url = self.libpq_url.replace("postgresql://", "postgresql+psycopg://", 1)
+        self.own_tables: list[str] = []
 
     def tables(self) -> list[str]:
         with psycopg.connect(self.libpq_url, autocommit=True) as conn:
@@ -102,10 +103,32 @@ class DeveloperDatabase:
             )
             return [str(row[0]) for row in rows]
 
+    def create_tables(self, metadata: object) -> None:
+        """Give the database an app's tables (``MetaData``), so that a write escaping a test
+        would succeed here, and be seen."""
+        from sqlalchemy import create_engine
+
+        engine = create_engine(self.sync_url)
+        try:
+            metadata.create_all(engine)  # type: ignore[attr-defined]
+        finally:
+            engine.dispose()
+        self.own_tables = self.tables()
+
+    def row_counts(self) -> dict[str, int]:
+        with psycopg.connect(self.libpq_url, autocommit=True) as conn:
+            counts: dict[str, int] = {}
+            for table in self.tables():
+                schema, name = table.split(".", 1)
+                row = conn.execute(f'SELECT count(*) FROM "{schema}"."{name}"').fetchone()
+                counts[table] = int(row[0]) if row else 0
+            return counts
+
     def assert_untouched(self) -> None:
-        """No table, no schema: nothing of the run reached this database."""
-        assert self.tables() == [], f"the developer's database {self.name} was written to"
-        assert self.schemas() == [], f"the developer's database {self.name} got schemas"
+        """No table or schema beyond those it was given, and not one row in any of them."""
+        assert self.tables() == self.own_tables, f"tables were created in {self.name}"
+        assert self.schemas() == [], f"schemas were created in {self.name}"
+        assert all(n == 0 for n in self.row_counts().values()), self.row_counts()
 
 
 @pytest.fixture

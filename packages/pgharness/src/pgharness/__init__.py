@@ -21,6 +21,7 @@ from ._errors import (
     PgHarnessError,
     SchemaError,
     ServerError,
+    UnmanagedDatabaseError,
 )
 from ._queries import PgQueries
 
@@ -33,4 +34,5 @@ __all__ = [
     "PgQueries",
     "SchemaError",
     "ServerError",
+    "UnmanagedDatabaseError",
 ]

@@ -15,7 +15,8 @@ from typing import Any, Protocol
 
 import pytest
 
-from ._config import PGHARNESS_FIXTURES, Settings
+from . import _blocker as blocker
+from ._config import Settings
 from ._errors import ConfigurationError
 from ._isolation import (
     AppSessionmaker,
@@ -29,6 +30,8 @@ from ._loops import LoopDriver, is_async_test, loop_driver_for_async_test
 from ._portal import HarnessLoop
 
 __all__ = [
+    "BLOCKED_REPORTED",
+    "TEST_FIXTURE",
     "ActiveTest",
     "SessionState",
     "activate",
@@ -117,10 +120,18 @@ class ActiveTest:
     _cleanups: list[Callable[[], None]] = field(default_factory=list)
 
 
+#: The private fixture every public pgharness fixture asks for (``fixtures.py``).
+TEST_FIXTURE = "_pg_test"
+
+#: Set on a test whose failure already shows a blocked connection's message.
+BLOCKED_REPORTED = pytest.StashKey[bool]()
+
+
 def wants_isolation(item: pytest.Item) -> bool:
-    names = getattr(item, "fixturenames", ())
-    return item.get_closest_marker("pg_isolation") is not None or any(
-        n in PGHARNESS_FIXTURES for n in names
+    """Whether ``item`` uses pgharness: one of its fixtures (through ``_pg_test``, so a
+    project's own ``client`` or ``db`` does not count) or the ``pg_isolation`` marker."""
+    return TEST_FIXTURE in getattr(item, "fixturenames", ()) or (
+        item.get_closest_marker("pg_isolation") is not None
     )
 
 
@@ -171,12 +182,9 @@ def _check_style(item: pytest.Item, is_async: bool) -> None:
 
 
 @contextlib.contextmanager
-def activate(request: pytest.FixtureRequest, state_fixture: str) -> Iterator[ActiveTest | None]:
-    """Set up the current test's isolation if it wants it; undo it afterwards."""
+def activate(request: pytest.FixtureRequest, state_fixture: str) -> Iterator[ActiveTest]:
+    """Set up the current test's isolation; undo it afterwards."""
     item = request.node
-    if not wants_isolation(item):
-        yield None
-        return
     is_async = is_async_test(item)
     _check_style(item, is_async)
     try:
@@ -202,10 +210,12 @@ def activate(request: pytest.FixtureRequest, state_fixture: str) -> Iterator[Act
         nodeid=item.nodeid,
     )
     problems: list[str] = []
+    blocked_before = blocker.blocked_count()
     try:
-        isolation.start_sync()
-        driver.run(isolation.start)
-        yield ActiveTest(isolation, driver, is_async, database, state, harness)
+        with blocker.test_isolation():
+            isolation.start_sync()
+            driver.run(isolation.start)
+            yield ActiveTest(isolation, driver, is_async, database, state, harness)
     finally:
         # Each step undoes only what was done, so this also cleans up a failed start.
         try:
@@ -217,5 +227,9 @@ def activate(request: pytest.FixtureRequest, state_fixture: str) -> Iterator[Act
                 driver.release()
                 if pool is not None:
                     pool.release(database)
+    if not item.stash.get(BLOCKED_REPORTED, False):
+        # The app may have swallowed the error (a 500, a retry): the test still must not pass.
+        messages = dict.fromkeys(b.message for b in blocker.blocked_since(blocked_before))
+        problems.extend(messages)
     if problems:
         pytest.fail(f"{item.nodeid}: " + "\n".join(problems), pytrace=False)

@@ -1,20 +1,360 @@
 """The blocker: while pgharness is active, no connection reaches a database it did not create.
 
-(Work in progress: the interface other modules use.)
+pytest-django's approach, for PostgreSQL drivers: every way a test process opens a connection
+passes one check at connect time, before any byte reaches a server:
+
+- SQLAlchemy engines, async and sync, whatever their pool (the ``do_connect`` dialect event,
+  listened on every engine);
+- raw ``asyncpg.connect`` (and asyncpg pools made after the blocker is on) and
+  ``psycopg.connect`` / ``psycopg.AsyncConnection.connect``.
+
+A connection is let through when it goes to a database pgharness named itself (``_names``:
+template, worker clone, pooled clone), when pgharness opens it for its own work
+(``internal()``: control connections to the maintenance database), or when the user listed the
+database in ``pgharness_allow_urls``. Anything else raises ``UnmanagedDatabaseError``, naming the
+URL (password masked), the engine or sessionmaker that opened it where a module global holds
+it, the code that asked, and the fix. Each blocked attempt is also remembered, so a test whose
+app swallowed the error (a 500, a retry loop) still fails.
+
+The blocker is on from ``activate`` to ``deactivate`` (the plugin's configure and unconfigure
+while pgharness is active in the run; nested pytest runs in one process stack their policies).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import getpass
+import os
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-__all__ = ["template_build"]
+from ._config import ServerUrl
+from ._errors import UnmanagedDatabaseError
+from ._names import CLONE_NAME, TEMPLATE_NAME
+from ._openers import describe_opener
+
+__all__ = [
+    "BlockedConnection",
+    "Destination",
+    "Policy",
+    "activate",
+    "blocked_since",
+    "deactivate",
+    "internal",
+    "is_active",
+    "template_build",
+    "test_isolation",
+]
+
+_LOCAL_HOSTS = frozenset({"", "localhost", "127.0.0.1", "::1"})
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Where a connection would go, as the driver would resolve it."""
+
+    host: str | None
+    port: int | None
+    database: str
+    user: str | None
+
+    @property
+    def masked_url(self) -> str:
+        user = f"{self.user}@" if self.user else ""
+        host = self.host or ""
+        if host.startswith("/"):  # a socket directory: libpq's URL form puts it in the query
+            port = f"&port={self.port}" if self.port else ""
+            return f"postgresql://{user}/{self.database}?host={host}{port}"
+        port = f":{self.port}" if self.port else ""
+        return f"postgresql://{user}{host}{port}/{self.database}"
+
+    def is_pgharness_database(self) -> bool:
+        return bool(CLONE_NAME.match(self.database) or TEMPLATE_NAME.match(self.database))
+
+    def matches(self, allowed: ServerUrl) -> bool:
+        """Whether ``allowed`` (a ``pgharness_allow_urls`` entry) names this database."""
+        if allowed.database and allowed.database != self.database:
+            return False
+        if allowed.username and self.user and allowed.username != self.user:
+            return False
+        if (allowed.port or 5432) != (self.port or 5432):
+            return False
+        return _same_host(_allowed_host(allowed), self.host)
+
+
+def _allowed_host(allowed: ServerUrl) -> str | None:
+    for key, value in allowed.query:
+        if key == "host":
+            return value
+    return allowed.host
+
+
+def _same_host(a: str | None, b: str | None) -> bool:
+    def local(host: str | None) -> bool:
+        return host is None or host in _LOCAL_HOSTS or host.startswith("/")
+
+    if local(a) and local(b):
+        return True
+    return (a or "").lower() == (b or "").lower()
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What one pytest run allows, and what its messages can name."""
+
+    allow: tuple[ServerUrl, ...] = ()
+    #: ``module:attr`` of the sessionmakers named in ``pgharness_sessionmakers``.
+    sessionmakers: tuple[str, ...] = ()
+    rootpath: Path | None = None
+
+
+@dataclass(frozen=True)
+class BlockedConnection:
+    """One connection the blocker stopped, with the message it raised."""
+
+    destination: Destination
+    message: str
+
+
+@dataclass
+class _State:
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    policies: list[Policy] = field(default_factory=list)
+    restore: list[Callable[[], None]] = field(default_factory=list)
+    blocked: list[BlockedConnection] = field(default_factory=list)
+    #: The template being built (a label, and the Alembic env.py when there is one).
+    build: tuple[str, Path | None] | None = None
+    #: How many tests have their isolation in place right now (sessionmakers rebound).
+    isolated_tests: int = 0
+
+
+_state = _State()
+_internal = threading.local()
+
+
+# -- switching on and off ----------------------------------------------------------------------
+
+
+def activate(policy: Policy) -> None:
+    """Turn the blocker on with ``policy`` (the innermost of nested runs decides)."""
+    with _state.lock:
+        _state.policies.append(policy)
+        if len(_state.policies) == 1:
+            _install_hooks()
+
+
+def deactivate(policy: Policy) -> None:
+    """Undo one ``activate``; the hooks come off with the last one."""
+    with _state.lock:
+        if policy in _state.policies:
+            # Remove the last occurrence: nested runs unwind innermost first.
+            index = len(_state.policies) - 1 - _state.policies[::-1].index(policy)
+            del _state.policies[index]
+        if not _state.policies:
+            while _state.restore:
+                _state.restore.pop()()
+
+
+def is_active() -> bool:
+    return bool(_state.policies)
+
+
+@contextlib.contextmanager
+def internal() -> Iterator[None]:
+    """pgharness's own connections (maintenance database, server checks) on this thread."""
+    depth = getattr(_internal, "depth", 0)
+    _internal.depth = depth + 1
+    try:
+        yield
+    finally:
+        _internal.depth = depth
 
 
 @contextlib.contextmanager
 def template_build(label: str, alembic_env: Path | None = None) -> Iterator[None]:
     """Mark the template build: a blocked connection's message then names the build and, for an
-    Alembic ``env.py`` (``alembic_env``), the two-line change that hands it pgharness's
-    connection."""
-    yield
+    Alembic ``env.py`` (``alembic_env``), the change that hands it pgharness's connection."""
+    with _state.lock:
+        previous, _state.build = _state.build, (label, alembic_env)
+    try:
+        yield
+    finally:
+        with _state.lock:
+            _state.build = previous
+
+
+@contextlib.contextmanager
+def test_isolation() -> Iterator[None]:
+    """A test's isolation is in place (its sessionmakers are rebound) while this is open."""
+    with _state.lock:
+        _state.isolated_tests += 1
+    try:
+        yield
+    finally:
+        with _state.lock:
+            _state.isolated_tests -= 1
+
+
+test_isolation.__test__ = False  # type: ignore[attr-defined]  # not a pytest test
+
+
+def blocked_since(mark: int) -> list[BlockedConnection]:
+    """Connections blocked after ``mark`` (``blocked_count()`` taken earlier)."""
+    with _state.lock:
+        return list(_state.blocked[mark:])
+
+
+def blocked_count() -> int:
+    with _state.lock:
+        return len(_state.blocked)
+
+
+# -- the check ---------------------------------------------------------------------------------
+
+
+def check(destination: Destination, how: str, dialect: object | None = None) -> None:
+    """Raise ``UnmanagedDatabaseError`` unless ``destination`` is allowed now."""
+    if getattr(_internal, "depth", 0) or destination.is_pgharness_database():
+        return
+    with _state.lock:
+        if not _state.policies:
+            return
+        policy = _state.policies[-1]
+        build = _state.build
+        isolated = _state.isolated_tests > 0
+    if any(destination.matches(allowed) for allowed in policy.allow):
+        return
+    opener = describe_opener(dialect, policy, isolated=isolated, build=build, how=how)
+    message = (
+        f"pgharness stopped a connection to {destination.masked_url}: pgharness is active in "
+        "this run, and it did not create that database, so writes there would be real (it may "
+        f"be your development database).\n{opener}\nTo reach that database on purpose, list it "
+        "in pgharness_allow_urls."
+    )
+    with _state.lock:
+        _state.blocked.append(BlockedConnection(destination, message))
+    raise UnmanagedDatabaseError(message)
+
+
+def _default_user() -> str | None:
+    user = os.environ.get("PGUSER")
+    if user:
+        return user
+    with contextlib.suppress(Exception):
+        return getpass.getuser()
+    return None
+
+
+def destination_from(params: dict[str, Any]) -> Destination:
+    """Resolve libpq-style parameters (``dbname``/``database``, ``host``, ``port``, ``user``)
+    the way the drivers do, environment defaults included."""
+    user = params.get("user") or _default_user()
+    database = params.get("dbname") or params.get("database") or os.environ.get("PGDATABASE")
+    host = params.get("host") or os.environ.get("PGHOST")
+    port_text = params.get("port") or os.environ.get("PGPORT")
+    try:
+        port = int(str(port_text).split(",")[0]) if port_text else None
+    except ValueError:
+        port = None
+    return Destination(
+        host=str(host).split(",")[0] if host else None,
+        port=port,
+        database=str(database or user or ""),
+        user=str(user) if user else None,
+    )
+
+
+def _parse_dsn(dsn: str) -> dict[str, Any]:
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        return dict(conninfo_to_dict(dsn))
+    except Exception:
+        return {}
+
+
+def _params_of_call(dsn: object, kwargs: dict[str, Any]) -> dict[str, Any]:
+    params: dict[str, Any] = _parse_dsn(dsn) if isinstance(dsn, str) and dsn else {}
+    params.update({k: v for k, v in kwargs.items() if v is not None})
+    return params
+
+
+# -- hooks -------------------------------------------------------------------------------------
+
+
+def _install_hooks() -> None:
+    _hook_sqlalchemy()
+    _hook_asyncpg()
+    _hook_psycopg()
+
+
+def _on_do_connect(dialect: Any, conn_rec: Any, cargs: Any, cparams: dict[str, Any]) -> None:
+    dsn = cargs[0] if cargs and isinstance(cargs[0], str) else None
+    check(destination_from(_params_of_call(dsn, dict(cparams))), "engine", dialect)
+
+
+def _hook_sqlalchemy() -> None:
+    from sqlalchemy import Engine, event
+
+    event.listen(Engine, "do_connect", _on_do_connect)
+    _state.restore.append(lambda: event.remove(Engine, "do_connect", _on_do_connect))
+
+
+def _hook_asyncpg() -> None:
+    try:
+        import asyncpg
+        import asyncpg.connection
+    except ImportError:
+        return
+    original = asyncpg.connection.connect
+
+    async def connect(dsn: Any = None, *args: Any, **kwargs: Any) -> Any:
+        check(destination_from(_params_of_call(dsn, kwargs)), "asyncpg.connect()")
+        return await original(dsn, *args, **kwargs)
+
+    connect.__wrapped__ = original  # type: ignore[attr-defined]
+    patched = [(asyncpg, "connect"), (asyncpg.connection, "connect")]
+    saved = [(module, name, getattr(module, name)) for module, name in patched]
+    for module, name in patched:
+        setattr(module, name, connect)
+
+    def restore() -> None:
+        for module, name, value in saved:
+            setattr(module, name, value)
+
+    _state.restore.append(restore)
+
+
+def _hook_psycopg() -> None:
+    try:
+        import psycopg
+    except ImportError:
+        return
+    sync_original = psycopg.Connection.__dict__["connect"]
+    async_original = psycopg.AsyncConnection.__dict__["connect"]
+    module_original = psycopg.connect
+
+    def sync_connect(cls: Any, /, conninfo: str = "", **kwargs: Any) -> Any:
+        check(destination_from(_params_of_call(conninfo, kwargs)), "psycopg.connect()")
+        return sync_original.__func__(cls, conninfo, **kwargs)
+
+    async def async_connect(cls: Any, /, conninfo: str = "", **kwargs: Any) -> Any:
+        check(
+            destination_from(_params_of_call(conninfo, kwargs)),
+            "psycopg.AsyncConnection.connect()",
+        )
+        return await async_original.__func__(cls, conninfo, **kwargs)
+
+    psycopg.Connection.connect = classmethod(sync_connect)  # type: ignore[method-assign,assignment]
+    psycopg.AsyncConnection.connect = classmethod(async_connect)  # type: ignore[method-assign,assignment]
+    psycopg.connect = psycopg.Connection.connect
+
+    def restore() -> None:
+        psycopg.Connection.connect = sync_original  # type: ignore[method-assign]
+        psycopg.AsyncConnection.connect = async_original  # type: ignore[method-assign]
+        psycopg.connect = module_original
+
+    _state.restore.append(restore)

@@ -23,7 +23,6 @@ from ._errors import ConfigurationError
 
 __all__ = [
     "INI_KEYS",
-    "PGHARNESS_FIXTURES",
     "AlembicSchema",
     "MetadataSchema",
     "ObjectRef",
@@ -37,12 +36,6 @@ __all__ = [
     "parse_server_url",
     "resolve_settings",
 ]
-
-#: Fixtures whose use means "this test needs PostgreSQL": requesting any of them starts the
-#: server (or connects to it) and builds the template.
-PGHARNESS_FIXTURES: frozenset[str] = frozenset(
-    {"pg_database", "async_db", "async_client", "db", "client", "pg_queries"}
-)
 
 #: Every ini key pgharness reads; any other ``pgharness*`` key is a typo and stops the run.
 INI_KEYS: frozenset[str] = frozenset(

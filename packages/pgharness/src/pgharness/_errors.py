@@ -4,9 +4,10 @@
     ├── ConfigurationError      a setting is wrong; the message names the setting and the fix
     ├── ServerError             the PostgreSQL server could not be started or reached
     ├── SchemaError             the schema (create_all or alembic upgrade) could not be built
-    └── IsolationError          a test broke its isolation
-        ├── CrossLoopError      a connection was used from an event loop other than its own
-        └── ConcurrentUseError  one connection was used by two tasks at once
+    ├── IsolationError          a test broke its isolation
+    │   ├── CrossLoopError      a connection was used from an event loop other than its own
+    │   └── ConcurrentUseError  one connection was used by two tasks at once
+    └── UnmanagedDatabaseError  a connection to a database pgharness did not create was stopped
 
 Messages never contain a password: URLs are rendered with ``mask_url`` first.
 """
@@ -21,11 +22,19 @@ __all__ = [
     "PgHarnessError",
     "SchemaError",
     "ServerError",
+    "UnmanagedDatabaseError",
 ]
 
 
 class PgHarnessError(Exception):
     """Base class of every error pgharness raises."""
+
+    def __init_subclass__(cls) -> None:
+        super().__init_subclass__()
+        cls.__module__ = "pgharness"  # tracebacks say pgharness.SchemaError, as users import it
+
+
+PgHarnessError.__module__ = "pgharness"
 
 
 class ConfigurationError(PgHarnessError):
@@ -50,3 +59,10 @@ class CrossLoopError(IsolationError):
 
 class ConcurrentUseError(IsolationError):
     """One connection was used by two tasks at the same time."""
+
+
+class UnmanagedDatabaseError(PgHarnessError):
+    """A connection to a database pgharness did not create was stopped at connect time.
+
+    The message names the URL (password masked), what opened it and the fix.
+    """

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from ._blocker import internal
 from ._config import ServerUrl, mask_url
 from ._errors import ServerError
 
@@ -69,7 +70,8 @@ class ServerAddress:
         kwargs["dbname"] = database or self.maintenance_db
         kwargs.setdefault("connect_timeout", 10)
         kwargs["application_name"] = "pgharness"
-        return psycopg.connect(autocommit=True, **kwargs)  # type: ignore[arg-type]
+        with internal():  # the maintenance database is not one pgharness made: let it through
+            return psycopg.connect(autocommit=True, **kwargs)  # type: ignore[arg-type]
 
 
 class Server(Protocol):

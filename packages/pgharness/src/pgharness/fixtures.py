@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from ._activation import ActiveTest, SessionState, activate, check_app_objects
+from ._activation import ActiveTest, SessionState, activate, check_app_objects, wants_isolation
 from ._clients import HarnessTestClient, open_async_client, resolve_app
 from ._databases import PgDatabase
 from ._errors import PgHarnessError
@@ -23,6 +23,7 @@ __all__ = [
     "_pg_isolation",
     "_pg_isolation_state",
     "_pg_session",
+    "_pg_test",
     "async_client",
     "async_db",
     "client",
@@ -66,7 +67,7 @@ def _pg_session(request: pytest.FixtureRequest) -> Harness:
 
 
 @pytest.fixture
-def pg_database(_pg_session: Harness, _pg_isolation: ActiveTest | None) -> PgDatabase:
+def pg_database(_pg_test: ActiveTest) -> PgDatabase:
     """This worker's test database, cloned from the schema template.
 
     ``.name`` is its name, ``.url`` a SQLAlchemy URL for asyncpg
@@ -80,10 +81,8 @@ def pg_database(_pg_session: Harness, _pg_isolation: ActiveTest | None) -> PgDat
             with engine.connect() as conn:
                 assert conn.scalar(text("select count(*) from users")) == 0
     """
-    if _pg_isolation is not None:  # the test's own database under pg_isolation("database")
-        database: PgDatabase = _pg_isolation.database
-        return database
-    return _pg_session.worker_database
+    database: PgDatabase = _pg_test.database  # the test's own under pg_isolation("database")
+    return database
 
 
 @pytest.fixture(scope="session")
@@ -94,15 +93,22 @@ def _pg_isolation_state() -> Iterator[SessionState]:
     state.close()
 
 
-@pytest.fixture(autouse=True)
-def _pg_isolation(request: pytest.FixtureRequest) -> Iterator[ActiveTest | None]:
-    """Isolation for tests that use a pgharness fixture or ``pg_isolation``; else nothing."""
+@pytest.fixture
+def _pg_test(request: pytest.FixtureRequest) -> Iterator[ActiveTest]:
+    """The test's isolation. Every public fixture asks for it: a test uses pgharness exactly
+    when this fixture is in its closure (a same-named fixture of the project's own or another
+    plugin's does not count), or when it carries ``pg_isolation``."""
     with activate(request, "_pg_isolation_state") as active:
         yield active
 
 
-def _required(active: ActiveTest | None) -> ActiveTest:
-    assert active is not None, "a pgharness fixture always activates isolation"
+@pytest.fixture(autouse=True)
+def _pg_isolation(request: pytest.FixtureRequest) -> ActiveTest | None:
+    """Sets up the isolation of a test that uses pgharness before the project's own fixtures,
+    so that those find the sessionmakers rebound; nothing for any other test."""
+    if not wants_isolation(request.node):
+        return None
+    active: ActiveTest = request.getfixturevalue("_pg_test")
     return active
 
 
@@ -112,7 +118,7 @@ def _app_for(active: ActiveTest) -> Any:
 
 
 @pytest.fixture
-def async_db(_pg_isolation: ActiveTest | None) -> Iterator[AsyncSession]:
+def async_db(_pg_test: ActiveTest) -> Iterator[AsyncSession]:
     """An ``AsyncSession`` inside the test's transaction, for ``async def`` tests.
 
     Made by the first sessionmaker in ``pgharness_sessionmakers`` (its options kept), or a
@@ -127,14 +133,14 @@ def async_db(_pg_isolation: ActiveTest | None) -> Iterator[AsyncSession]:
             await async_db.commit()          # visible to the app, gone after the test
             assert await async_db.scalar(select(func.count(User.id))) == 1
     """
-    active = _required(_pg_isolation)
+    active = _pg_test
     session = active.isolation.new_session()
     yield session
     active.driver.run(session.close)
 
 
 @pytest.fixture
-def async_client(_pg_isolation: ActiveTest | None) -> Iterator[httpx.AsyncClient]:
+def async_client(_pg_test: ActiveTest) -> Iterator[httpx.AsyncClient]:
     """An ``httpx.AsyncClient`` on ``pgharness_app`` (lifespan run), in the test's transaction.
 
     Example::
@@ -143,7 +149,7 @@ def async_client(_pg_isolation: ActiveTest | None) -> Iterator[httpx.AsyncClient
             response = await async_client.get("/health")
             assert response.status_code == 200
     """
-    active = _required(_pg_isolation)
+    active = _pg_test
     opened = open_async_client(_app_for(active))
     client = active.driver.run(opened.__aenter__)
     try:
@@ -153,7 +159,7 @@ def async_client(_pg_isolation: ActiveTest | None) -> Iterator[httpx.AsyncClient
 
 
 @pytest.fixture
-def db(_pg_isolation: ActiveTest | None) -> Iterator[BlockingSession]:
+def db(_pg_test: ActiveTest) -> Iterator[BlockingSession]:
     """A blocking session over the app's transaction, for seeding and checking in ``def`` tests.
 
     Offers ``add``, ``add_all``, ``delete``, ``flush``, ``commit``, ``rollback``, ``refresh``,
@@ -167,14 +173,14 @@ def db(_pg_isolation: ActiveTest | None) -> Iterator[BlockingSession]:
             db.commit()
             assert client.get("/users").json()["total"] == 1
     """
-    active = _required(_pg_isolation)
+    active = _pg_test
     session = BlockingSession(active.isolation.new_session(), active.state.harness_loop.portal)
     yield session
     session.close()
 
 
 @pytest.fixture
-def client(_pg_isolation: ActiveTest | None) -> Iterator[Any]:
+def client(_pg_test: ActiveTest) -> Iterator[Any]:
     """A Starlette/FastAPI ``TestClient`` on ``pgharness_app``, for ``def`` tests.
 
     The app's lifespan and every request run on the harness's event-loop thread, which owns
@@ -187,14 +193,14 @@ def client(_pg_isolation: ActiveTest | None) -> Iterator[Any]:
             response = client.post("/api/v1/auth/register", json={...})
             assert response.status_code == 201
     """
-    active = _required(_pg_isolation)
+    active = _pg_test
     test_client = HarnessTestClient(_app_for(active), active.state.harness_loop.portal)
     with test_client:
         yield test_client
 
 
 @pytest.fixture
-def pg_queries(request: pytest.FixtureRequest) -> PgQueries:
+def pg_queries(request: pytest.FixtureRequest, _pg_test: ActiveTest) -> PgQueries:
     """The SQL statements the test runs, on any engine (the app's included).
 
     ``.statements`` (SQL text, in order), ``.count``, and ``with pg_queries.at_most(n):``,

@@ -12,13 +12,15 @@ from typing import Any
 
 import pytest
 
-from ._activation import count_database_tests
-from ._config import PGHARNESS_FIXTURES, check_ini_keys, resolve_settings
+from . import _blocker as blocker
+from ._activation import BLOCKED_REPORTED, count_database_tests, wants_isolation
+from ._config import check_ini_keys, resolve_settings
 from ._diagnostics import add_report_section, safe_explain_failure
-from ._errors import ConfigurationError
+from ._errors import ConfigurationError, UnmanagedDatabaseError
 from ._harness import Harness
 from ._names import RunIdentity
 from ._queries import enforce_max_queries, max_queries, recording_for
+from ._tracebacks import iter_exceptions
 from .fixtures import *  # noqa: F403  (pytest discovers fixtures in the plugin module)
 from .fixtures import HARNESS_KEY, start_or_stop
 
@@ -98,7 +100,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def _configure_harness(config: pytest.Config) -> None:
     try:
-        check_ini_keys(config.inicfg.keys())
+        check_ini_keys(_ini_keys(config))
         settings = resolve_settings(
             option_url=config.getoption("pg_url", None),
             ini_url=str(config.getini("pgharness_url") or ""),
@@ -116,17 +118,41 @@ def _configure_harness(config: pytest.Config) -> None:
         raise pytest.UsageError(message) from None
     run = RunIdentity.for_process(getattr(config, "workerinput", None))
     config.stash[HARNESS_KEY] = Harness(settings, run)
+    config.stash[POLICY_KEY] = blocker.Policy(
+        allow=settings.allow_urls,
+        sessionmakers=tuple(str(ref) for ref in settings.sessionmakers),
+        rootpath=config.rootpath,
+    )
+    if config.getoption("pg_url", None) or any(
+        key.startswith("pgharness") for key in _ini_keys(config)
+    ):
+        _block_unmanaged_databases(config)
+
+
+def _ini_keys(config: pytest.Config) -> set[str]:
+    """Every key of the run's ini file, registered or not (pytest warns about unknown ones
+    only, and a misspelled pgharness key must stop the run)."""
+    raw = getattr(config, "_inicfg", None)  # pytest >= 9.1; its public inicfg is deprecated
+    if raw is None:
+        raw = config.inicfg
+    return {str(key) for key in raw}
+
+
+# The blocker's policy for this run, and whether this run switched the blocker on.
+POLICY_KEY = pytest.StashKey[blocker.Policy]()
+BLOCKING_KEY = pytest.StashKey[bool]()
+
+
+def _block_unmanaged_databases(config: pytest.Config) -> None:
+    """From now until the end of the run, only pgharness's databases can be reached."""
+    policy = config.stash.get(POLICY_KEY, None)
+    if policy is not None and not config.stash.get(BLOCKING_KEY, False):
+        blocker.activate(policy)
+        config.stash[BLOCKING_KEY] = True
 
 
 def _is_xdist_controller(config: pytest.Config) -> bool:
     return not hasattr(config, "workerinput") and config.getoption("dist", "no") != "no"
-
-
-def _uses_pgharness(item: pytest.Item) -> bool:
-    names = getattr(item, "fixturenames", ())
-    return any(name in PGHARNESS_FIXTURES for name in names) or (
-        item.get_closest_marker("pg_isolation") is not None
-    )
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
@@ -143,15 +169,28 @@ def pytest_collection_modifyitems(
     # Start before the first test (so its time is not charged to that test, and the report
     # can say what happened), but only when some test will use PostgreSQL.
     harness = config.stash.get(HARNESS_KEY, None)
-    if harness is None or _is_xdist_controller(config) or config.option.collectonly:
+    if harness is None or _is_xdist_controller(config) or _only_lists(config):
         return
-    if any(_uses_pgharness(item) for item in items) and start_or_stop(harness, session):
+    uses_pgharness = any(wants_isolation(item) for item in items)
+    if uses_pgharness:
+        _block_unmanaged_databases(config)
+    if uses_pgharness and start_or_stop(harness, session):
         # An xdist worker that could not start runs nothing; the controller reports why.
         config.hook.pytest_deselected(items=list(items))
         items.clear()
     elif harness.started:
         # The warm pool for pg_isolation("database") tests is sized and starts filling now.
         harness.expect_database_tests(count_database_tests(items))
+
+
+def _only_lists(config: pytest.Config) -> bool:
+    """``--collect-only``, ``--fixtures``, ``--fixtures-per-test``: nothing runs, nothing starts."""
+    option = config.option
+    return bool(
+        getattr(option, "collectonly", False)
+        or getattr(option, "showfixtures", False)
+        or getattr(option, "show_fixtures_per_test", False)
+    )
 
 
 def pytest_report_collectionfinish(config: pytest.Config) -> str | None:
@@ -161,8 +200,13 @@ def pytest_report_collectionfinish(config: pytest.Config) -> str | None:
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     harness = config.stash.get(HARNESS_KEY, None)
-    if harness is not None:
-        harness.close()
+    try:
+        if harness is not None:
+            harness.close()
+    finally:
+        if config.stash.get(BLOCKING_KEY, False):
+            blocker.deactivate(config.stash[POLICY_KEY])
+            config.stash[BLOCKING_KEY] = False
 
 
 # Under xdist the workers start the server; they hand their status line (or the reason they
@@ -235,6 +279,8 @@ def pytest_runtest_makereport(
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
     if call.excinfo is not None and report.failed:
+        if any(isinstance(e, UnmanagedDatabaseError) for e in iter_exceptions(call.excinfo.value)):
+            item.stash[BLOCKED_REPORTED] = True  # its message is in this report already
         explanation = safe_explain_failure(call.excinfo.value, item)
         if explanation is not None:
             add_report_section(report, explanation)
