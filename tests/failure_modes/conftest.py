@@ -1,17 +1,13 @@
-"""A scratch database for the guide's projects, on the server this run's tests use."""
+"""A scratch database for the guide's projects: the test's own, from pgharness's warm pool."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
-
-import psycopg
 import pytest
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from tests.failure_modes.guide_project import models_metadata
-from tests.support.database import PgDatabase, libpq_url
+from tests.support.database import PgDatabase
 
 
 def _on_database(url: str, name: str) -> str:
@@ -25,18 +21,15 @@ def server_url(pg_database: PgDatabase) -> str:
 
 
 @pytest.fixture
-def guide_database(server_url: str) -> Iterator[str]:
-    """A new database with the guide project's tables; yields its asyncpg URL, then drops it."""
-    name = f"dashtam_guide_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(libpq_url(server_url), autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
+def guide_database(pg_database: PgDatabase) -> str:
+    """The test's own database (``pg_isolation("database")``) holding the guide project's
+    tables instead of Dashtam's; yields its asyncpg URL. pgharness drops it after the test."""
+    engine = create_engine(pg_database.sync_url)
     try:
-        engine = create_engine(_on_database(server_url, name))
-        try:
-            models_metadata().create_all(engine)
-        finally:
-            engine.dispose()
-        yield _on_database(server_url, name).replace("+psycopg", "+asyncpg", 1)
+        with engine.begin() as conn:
+            conn.execute(text("DROP SCHEMA public CASCADE"))
+            conn.execute(text("CREATE SCHEMA public"))
+        models_metadata().create_all(engine)
     finally:
-        with psycopg.connect(libpq_url(server_url), autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        engine.dispose()
+    return pg_database.url

@@ -150,3 +150,19 @@ def developer_database(
 def server_args(request: pytest.FixtureRequest, runtime_dir: Path) -> list[str]:
     """Command-line arguments for an inner run: the embedded default, or the machine's server."""
     return [] if request.param == "embedded" else [f"--pg-url={EXTERNAL_URL}"]
+
+
+def metadata_of(source: str) -> object:
+    """The ``Base.metadata`` of an app's source text, loaded under a name of its own (the
+    project's own ``myapp`` stays unimported in this process); for ``create_tables``."""
+    import sys
+    import types
+    import uuid
+
+    module = types.ModuleType(f"pgharness_models_{uuid.uuid4().hex[:8]}")
+    sys.modules[module.__name__] = module  # SQLAlchemy resolves annotations through it
+    try:
+        exec(source, module.__dict__)
+        return module.Base.metadata
+    finally:
+        del sys.modules[module.__name__]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 from _isolation_project import APP, make_project
-from conftest import DeveloperDatabase
+from conftest import DeveloperDatabase, metadata_of
 
 ASYNC = """
 asyncio_mode = auto
@@ -43,24 +43,11 @@ async def post_swallowed(body: dict):
 """
 
 
-def _project(pytester: pytest.Pytester, dev: DeveloperDatabase, ini: str = ASYNC, app: str = APP) -> None:
+def _project(
+    pytester: pytest.Pytester, dev: DeveloperDatabase, ini: str = ASYNC, app: str = APP
+) -> None:
     make_project(pytester, ini, app=app.replace(PRODUCTION_URL, dev.url) + ESCAPES)
-    dev.create_tables(_app_metadata())
-
-
-def _app_metadata() -> object:
-    """The app's ``MetaData``, built from its source without importing it as ``myapp``."""
-    import types
-
-    module = types.ModuleType("pgharness_blocker_models")
-    import sys
-
-    sys.modules[module.__name__] = module
-    try:
-        exec(APP.replace(PRODUCTION_URL, "postgresql+asyncpg://unused@db.invalid/x"), module.__dict__)
-    finally:
-        del sys.modules[module.__name__]
-    return module.Base.metadata
+    dev.create_tables(metadata_of(APP))
 
 
 def test_every_way_out_is_blocked_with_its_fix(
@@ -172,8 +159,8 @@ def test_a_sessionmaker_rebound_by_the_lifespan_is_caught(
 ) -> None:
     dev = developer_database
     app = APP.replace(
-        'app.state.users_at_startup = await count_users()',
-        'SessionLocal.configure(bind=engine)\n    app.state.users_at_startup = await count_users()',
+        "app.state.users_at_startup = await count_users()",
+        "SessionLocal.configure(bind=engine)\n    app.state.users_at_startup = await count_users()",
     )
     _project(project, dev, app=app)
     project.makepyfile(

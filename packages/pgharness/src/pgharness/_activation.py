@@ -25,6 +25,7 @@ from ._isolation import (
     TestIsolation,
     load_sessionmakers,
     pg_isolation,
+    required_mode,
 )
 from ._loops import LoopDriver, is_async_test, loop_driver_for_async_test
 from ._portal import HarnessLoop
@@ -51,21 +52,23 @@ class _Ref(Protocol):
     def load(self) -> object: ...
 
 
-def check_app_objects(settings: Settings) -> None:
+def check_app_objects(settings: Settings) -> tuple[AppSessionmaker, ...]:
     """Import and type-check the sessionmakers and the app the settings name.
 
     Called when the harness starts (only in runs whose tests use pgharness), so that a setting
     naming the wrong object stops the run with one message instead of erroring every test at
     set-up. Raises ``ConfigurationError`` naming the setting and the fix. A factory named by
-    ``pgharness_app`` is not called here: each client fixture calls it.
+    ``pgharness_app`` is not called here: each client fixture calls it. Returns the
+    sessionmakers.
     """
-    load_sessionmakers([(str(ref), ref.load) for ref in settings.sessionmakers])
+    makers = load_sessionmakers([(str(ref), ref.load) for ref in settings.sessionmakers])
     if settings.app is not None:
         app = settings.app.load()
         if not callable(app):
             from ._clients import resolve_app
 
             resolve_app(str(settings.app), app)  # raises its ConfigurationError
+    return makers
 
 
 class _Database(Protocol):
@@ -187,14 +190,14 @@ def activate(request: pytest.FixtureRequest, state_fixture: str) -> Iterator[Act
     item = request.node
     is_async = is_async_test(item)
     _check_style(item, is_async)
-    try:
-        mode = isolation_mode_of(item)
-    except ConfigurationError as exc:
-        pytest.fail(str(exc), pytrace=False)
     harness = request.getfixturevalue("_pg_session")
     state: SessionState = request.getfixturevalue(state_fixture)
     settings = harness.settings
     makers = state.sessionmakers(settings.sessionmakers)
+    try:
+        mode = required_mode(makers) or isolation_mode_of(item)
+    except ConfigurationError as exc:
+        pytest.fail(str(exc), pytrace=False)
     driver: LoopDriver = (
         loop_driver_for_async_test(request) if is_async else state.harness_loop.driver()
     )

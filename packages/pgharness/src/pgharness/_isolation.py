@@ -11,8 +11,14 @@ transaction; the sessionmakers are rebound to an engine with a real pool on the 
 Rebinding edits each sessionmaker's ``kw`` (where both ``async_sessionmaker`` and
 ``sessionmaker`` keep their options) and puts the original dict back at teardown, so the app's
 own options (``expire_on_commit``, ``class_``, ``info``...) are kept: pgharness never invents
-session options. A plain (sync) ``sessionmaker`` gets its own psycopg connection with its own
-outer transaction on the same database: a separate transaction from the async one.
+session options. An app whose sessionmakers are all plain (sync) ``sessionmaker`` gets the same
+from one psycopg connection: its sessions, ``db`` and ``client`` share its outer transaction.
+An app that configures both kinds runs every test in ``database`` isolation
+(``required_mode``): two connections cannot share a transaction, and a row one of them holds
+uncommitted would make the other wait forever.
+
+The test's own sessions (``async_db``, ``db``) re-read rows their queries return
+(``refresh_on_select``), so they see what the app committed in its sessions.
 
 The test's connection carries a ``ConnectionGuard`` (``_guard.py``); the teardown names tasks
 still using it.
@@ -32,8 +38,10 @@ from ._guard import ConnectionGuard
 if TYPE_CHECKING:
     from sqlalchemy import Connection, Engine, Transaction
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, AsyncTransaction
+    from sqlalchemy.orm import ORMExecuteState, Session
 
 __all__ = [
+    "BOTH_KINDS_NOTE",
     "AppSessionmaker",
     "EngineCache",
     "IsolationMode",
@@ -41,6 +49,8 @@ __all__ = [
     "TestIsolation",
     "load_sessionmakers",
     "pg_isolation",
+    "refresh_on_select",
+    "required_mode",
 ]
 
 JOIN_MODE = "create_savepoint"
@@ -73,6 +83,37 @@ class AppSessionmaker:
     name: str
     maker: Any  # sessionmaker | async_sessionmaker
     is_async: bool
+
+
+#: Why a run whose app configures both kinds of sessionmaker puts every test in its own database.
+BOTH_KINDS_NOTE = (
+    "pgharness_sessionmakers names both async and plain (sync) sessionmakers: an asyncpg and a "
+    "psycopg connection cannot share one transaction, so every test runs in database "
+    "isolation (a database of its own, real commits, dropped afterwards)"
+)
+
+
+def required_mode(makers: Sequence[AppSessionmaker]) -> IsolationMode | None:
+    """The isolation the sessionmakers' kinds impose on every test (None: the test's choice)."""
+    kinds = {maker.is_async for maker in makers}
+    return IsolationMode.DATABASE if kinds == {True, False} else None
+
+
+def refresh_on_select(session: Session) -> None:
+    """Make ``session``'s queries return what the database holds, as a fresh session's would.
+
+    The test's own sessions keep the objects they loaded in their identity map; after the app
+    changed and committed those rows in a session of its own, a plain re-select would hand back
+    the test's stale objects. ``populate_existing`` refreshes them from the rows the query read.
+    """
+    from sqlalchemy import event
+
+    event.listen(session, "do_orm_execute", _populate_existing)
+
+
+def _populate_existing(state: ORMExecuteState) -> None:
+    if state.is_select and not (state.is_column_load or state.is_relationship_load):
+        state.update_execution_options(populate_existing=True)
 
 
 def load_sessionmakers(
@@ -191,6 +232,12 @@ class TestIsolation:
     def has_sync_makers(self) -> bool:
         return any(not m.is_async for m in self.makers)
 
+    @property
+    def sync_only(self) -> bool:
+        """The app's sessionmakers are all plain ``sessionmaker``: its tests share one psycopg
+        connection and transaction (``db`` is a ``Session`` on it), and no asyncpg one."""
+        return self.has_sync_makers and all(not m.is_async for m in self.makers)
+
     # Plain sessionmakers use a blocking driver: set up from the fixture's thread, never
     # inside an event loop.
     def start_sync(self) -> None:
@@ -221,8 +268,10 @@ class TestIsolation:
         self.guard = ConnectionGuard(
             loop, self.loop_label, self.nodeid, outer_transaction=transaction
         )
-        async_bind: object
-        if transaction:
+        async_bind: object = None
+        if transaction and self.sync_only:
+            pass  # nothing async to bind: the psycopg connection of start_sync serves all
+        elif transaction:
             self.connection = await self.engines.async_engine(self.url).connect()
             self.guard.install(self.connection.sync_connection)  # type: ignore[arg-type]
             self._outer = await self.connection.begin()
@@ -246,15 +295,35 @@ class TestIsolation:
 
     def new_session(self) -> AsyncSession:
         """A session as the app's first async sessionmaker makes it, or a plain one."""
+        session = self._new_async_session()
+        refresh_on_select(session.sync_session)
+        return session
+
+    def _new_async_session(self) -> AsyncSession:
         for app_maker in self.makers:
             if app_maker.is_async:
                 session: AsyncSession = app_maker.maker()
                 return session
+        if self.sync_only:
+            names = ", ".join(m.name for m in self.makers)
+            raise ConfigurationError(
+                f"async_db makes an AsyncSession, but pgharness_sessionmakers names only plain "
+                f"sessionmakers ({names}): an AsyncSession cannot join their psycopg "
+                "transaction. Fix: use db (a Session from your sessionmaker, inside the "
+                "test's transaction) and client, in def tests."
+            )
         from sqlalchemy.ext.asyncio import AsyncSession
 
         if self.mode is IsolationMode.TRANSACTION:
             return AsyncSession(bind=self.connection, join_transaction_mode=JOIN_MODE)
         return AsyncSession(bind=self.engine)
+
+    def new_sync_session(self) -> Session:
+        """A ``Session`` as the app's first plain sessionmaker makes it (``sync_only`` apps)."""
+        maker = next(m.maker for m in self.makers if not m.is_async)
+        session: Session = maker()
+        refresh_on_select(session)
+        return session
 
     async def stop(self) -> list[str]:
         """Undo everything; return what went wrong, in words for the failure report."""

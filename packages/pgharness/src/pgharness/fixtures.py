@@ -12,6 +12,7 @@ from ._clients import HarnessTestClient, open_async_client, resolve_app
 from ._databases import PgDatabase
 from ._errors import PgHarnessError
 from ._harness import Harness
+from ._isolation import IsolationMode, required_mode
 from ._portal import BlockingSession
 from ._queries import PgQueries, recording_for
 
@@ -34,6 +35,8 @@ __all__ = [
 
 #: Where ``pytest_configure`` keeps this process's ``Harness``.
 HARNESS_KEY = pytest.StashKey[Harness]()
+#: The isolation every test gets because of the sessionmakers' kinds (None: the test's own).
+REQUIRED_MODE_KEY = pytest.StashKey[IsolationMode | None]()
 
 
 def start_or_stop(harness: Harness, session: pytest.Session) -> str | None:
@@ -45,7 +48,9 @@ def start_or_stop(harness: Harness, session: pytest.Session) -> str | None:
     """
     __tracebackhide__ = True
     try:
-        check_app_objects(harness.settings)  # a wrong setting stops the run before the server
+        # A wrong setting stops the run before the server starts.
+        makers = check_app_objects(harness.settings)
+        session.config.stash[REQUIRED_MODE_KEY] = required_mode(makers)
         harness.start()
     except PgHarnessError as exc:
         message = str(exc) if str(exc).startswith("pgharness") else f"pgharness: {exc}"
@@ -164,7 +169,10 @@ def db(_pg_test: ActiveTest) -> Iterator[BlockingSession]:
 
     Offers ``add``, ``add_all``, ``delete``, ``flush``, ``commit``, ``rollback``, ``refresh``,
     ``get``, ``execute``, ``scalar``, ``scalars``; each runs on the harness loop that also runs
-    the app (``client``) and waits. Results are buffered. Lazy loads fail as in the app.
+    the app (``client``) and waits. Results are buffered. Lazy loads fail as in the app. When
+    the app's sessionmakers are all plain ``sessionmaker``, ``db`` is a ``Session`` of theirs
+    on the test's psycopg connection. Queries return what the database holds, objects the test
+    loaded before included.
 
     Example::
 
@@ -174,6 +182,12 @@ def db(_pg_test: ActiveTest) -> Iterator[BlockingSession]:
             assert client.get("/users").json()["total"] == 1
     """
     active = _pg_test
+    if active.isolation.sync_only:
+        # The app's own kind of session, on the test's psycopg connection.
+        sync_session = active.isolation.new_sync_session()
+        yield sync_session  # type: ignore[misc]
+        sync_session.close()
+        return
     session = BlockingSession(active.isolation.new_session(), active.state.harness_loop.portal)
     yield session
     session.close()

@@ -18,11 +18,12 @@ from ._config import check_ini_keys, resolve_settings
 from ._diagnostics import add_report_section, safe_explain_failure
 from ._errors import ConfigurationError, UnmanagedDatabaseError
 from ._harness import Harness
+from ._isolation import BOTH_KINDS_NOTE, IsolationMode
 from ._names import RunIdentity
 from ._queries import enforce_max_queries, max_queries, recording_for
 from ._tracebacks import iter_exceptions
 from .fixtures import *  # noqa: F403  (pytest discovers fixtures in the plugin module)
-from .fixtures import HARNESS_KEY, start_or_stop
+from .fixtures import HARNESS_KEY, REQUIRED_MODE_KEY, start_or_stop
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -180,7 +181,10 @@ def pytest_collection_modifyitems(
         items.clear()
     elif harness.started:
         # The warm pool for pg_isolation("database") tests is sized and starts filling now.
-        harness.expect_database_tests(count_database_tests(items))
+        if config.stash.get(REQUIRED_MODE_KEY, None) is IsolationMode.DATABASE:
+            harness.expect_database_tests(sum(wants_isolation(item) for item in items))
+        else:
+            harness.expect_database_tests(count_database_tests(items))
 
 
 def _only_lists(config: pytest.Config) -> bool:
@@ -193,9 +197,14 @@ def _only_lists(config: pytest.Config) -> bool:
     )
 
 
-def pytest_report_collectionfinish(config: pytest.Config) -> str | None:
+def pytest_report_collectionfinish(config: pytest.Config) -> list[str] | None:
     harness = config.stash.get(HARNESS_KEY, None)
-    return harness.status_line() if harness is not None else None
+    status = harness.status_line() if harness is not None else None
+    if status is None:
+        return None
+    if config.stash.get(REQUIRED_MODE_KEY, None) is IsolationMode.DATABASE:
+        return [status, f"pgharness: {BOTH_KINDS_NOTE}."]
+    return [status]
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
