@@ -409,11 +409,11 @@ def _databases(prefix: str, strategies: list[str], workers: int) -> dict[str, li
     return {"template": from_template, "empty": empty}
 
 
-def _template_lineages(root: Path, strategies: list[str]) -> list[str]:
-    """Whose templates the pgharness strategies build: one per project folder under ``root``."""
+def _template_lineages(strategies: list[str]) -> list[str]:
+    """Whose templates the pgharness strategies build (one lineage: the schema setting)."""
     from pgharness._names import project_lineage
 
-    return [project_lineage(root / s, SCHEMA) for s in strategies if s in PGHARNESS_STRATEGIES]
+    return [project_lineage(SCHEMA)] if set(strategies) & set(PGHARNESS_STRATEGIES) else []
 
 
 def _parse_args() -> argparse.Namespace:
@@ -479,7 +479,7 @@ def main() -> int:
             created.append(name)
         with tempfile.TemporaryDirectory(prefix="pgh2bench-") as tmp:
             root = Path(tmp)
-            lineages = _template_lineages(root, args.only)
+            lineages = _template_lineages(args.only)
             (root / "benchapp.py").write_text(APP)
             sys.path.insert(0, str(root))
             import benchapp  # type: ignore[import-not-found]

@@ -280,9 +280,7 @@ def main() -> int:
             root = Path(tmp)
             pg_url = address.url("postgresql", address.maintenance_db)
             bases = {t: _write_suites(root, t, args.tests, pg_url) for t in args.tables}
-            lineages = [
-                project_lineage(base / "pgharness", SCHEMA_SETTING) for base in bases.values()
-            ]
+            lineages = [project_lineage(SCHEMA_SETTING)]
             models = {t: _load_models(base) for t, base in bases.items()}
             env = {
                 **os.environ,

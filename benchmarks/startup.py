@@ -207,12 +207,12 @@ def main() -> None:
 def _drop_templates(url: str, root: Path, db: Path) -> None:
     """Drop the templates the external runs built: the project ``db``'s and the pool's.
 
-    (The hand-out pool has no schema and ``root`` as its rootdir.) Their folders are removed
-    at the end, so no later run would reuse or replace them.
+    (The hand-out pool has no schema.) Their folders are removed at the end, so no later run
+    would reuse them.
     """
     from pgharness._names import project_lineage
 
-    lineages = [project_lineage(db, "models:Base"), project_lineage(root, "")]
+    lineages = [project_lineage("models:Base"), project_lineage("")]
     try:
         server = _support.server(url, "--external")
         try:

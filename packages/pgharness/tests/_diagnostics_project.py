@@ -44,6 +44,42 @@ MODELS = textwrap.dedent(
     """
 )
 
+# Module globals and locals that answer attributes in odd ways. The diagnostics read every
+# module's globals and the failing frames' locals: they must not ask these anything.
+ODDITIES = textwrap.dedent(
+    """
+    from ctypes import cdll  # answers any attribute by loading a shared library of that name
+    from unittest.mock import MagicMock
+
+
+    class Unanswerable:
+        \"\"\"Every attribute lookup fails (and is written down).\"\"\"
+
+        asked = []
+
+        def __getattr__(self, name):
+            Unanswerable.asked.append(name)
+            raise RuntimeError(f"{name}: nothing here")
+
+
+    unanswerable = Unanswerable()
+    mock = MagicMock()
+    """
+)
+
+#: A test that fails if anything was asked of ``oddities``' objects (run after the failure).
+ODDITIES_UNTOUCHED = textwrap.dedent(
+    """
+    def test_the_explanation_asked_nothing_of_the_odd_objects():
+        from unittest.mock import MagicMock
+
+        import oddities
+
+        assert oddities.Unanswerable.asked == []
+        assert dir(oddities.mock) == dir(MagicMock())
+    """
+)
+
 INI = textwrap.dedent(
     """
     [pytest]

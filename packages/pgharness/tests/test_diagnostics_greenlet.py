@@ -12,7 +12,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from _diagnostics_project import pgharness_section, run, scratch_database, write_project
+from _diagnostics_project import (
+    ODDITIES,
+    ODDITIES_UNTOUCHED,
+    pgharness_section,
+    run,
+    scratch_database,
+    write_project,
+)
 from _isolation_project import APP as ISOLATION_APP
 from _isolation_project import make_project
 
@@ -118,6 +125,54 @@ def test_read_after_commit_names_expire_on_commit(
     assert "expired by `commit()`: the session has expire_on_commit=True" in section
     assert "test_commit.py:22:  assert book.id is not None" in section
     assert "expire_on_commit=False" in section
+    assert "await session.refresh(book)" in section
+
+
+def test_odd_objects_in_the_frames_do_not_stop_the_explanation(
+    pytester: pytest.Pytester, database_url: str
+) -> None:
+    # The read after commit of the test above, with locals and globals that answer attributes
+    # in odd ways in the frames the explanation reads.
+    write_project(
+        pytester,
+        database_url,
+        oddities=ODDITIES,
+        test_commit="""
+            from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+            from sqlalchemy.pool import NullPool
+            from models import Base, Book
+            from oddities import Unanswerable, cdll, mock
+
+            engine = create_async_engine("DATABASE_URL", poolclass=NullPool)
+
+
+            async def create_book(session, title, helpers):
+                book = Book(title=title)
+                session.add(book)
+                await session.commit()
+                return book
+
+
+            async def test_created_book_has_an_id():
+                library, unanswerable, stand_in = cdll, Unanswerable(), mock
+                async with engine.connect() as connection:
+                    await connection.run_sync(Base.metadata.create_all)
+                    await connection.commit()
+                    async with connection.begin():
+                        session = AsyncSession(bind=connection)
+                        book = await create_book(session, "Dune", (library, unanswerable, stand_in))
+                        assert book.id is not None
+        """,
+        test_oddities_untouched=ODDITIES_UNTOUCHED,
+    )
+    result = run(pytester)
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*MissingGreenlet*"])
+    section = pgharness_section(result)
+    assert "could not explain" not in section
+    assert "Reading `Book.id`" in section
+    assert "expired by `commit()`: the session has expire_on_commit=True" in section
+    assert "test_commit.py:24:  assert book.id is not None" in section
     assert "await session.refresh(book)" in section
 
 

@@ -10,7 +10,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from _diagnostics_project import INI, pgharness_section, run, scratch_database, write_project
+from _diagnostics_project import (
+    INI,
+    ODDITIES,
+    ODDITIES_UNTOUCHED,
+    pgharness_section,
+    run,
+    scratch_database,
+    write_project,
+)
 from _isolation_project import make_project
 
 # Attempt 2: a NullPool engine and a session-scoped async fixture on the session-scoped loop.
@@ -317,3 +325,218 @@ def test_lost_savepoint_of_interleaved_sessions_is_explained(
     assert "A session ended a savepoint that was already gone" in section
     assert "two sessions worked on one connection at the same time" in section
     assert '@pytest.mark.pg_isolation("database")' in section
+
+
+def test_anyio_fixture_of_a_test_pytest_asyncio_runs_is_named_with_the_mode_fix(
+    pytester: pytest.Pytester,
+) -> None:
+    # Under auto mode pytest-asyncio runs the anyio-marked test, and anyio's plugin (here its
+    # fixture hook wraps pytest-asyncio's: registered last) runs the async fixture elsewhere.
+    make_project(pytester, "asyncio_mode = auto\nasyncio_default_fixture_loop_scope = function")
+    pytester.makepyfile(
+        """
+        import pytest
+
+        import myapp
+
+        pytestmark = pytest.mark.anyio
+
+
+        @pytest.fixture
+        def anyio_backend():
+            return "asyncio"
+
+
+        @pytest.fixture
+        async def seeded(async_db):
+            await myapp.create_user("seed@example.com")
+
+
+        async def test_sees_the_seeded_user(seeded, async_db):
+            assert await myapp.count_users() == 1
+        """
+    )
+    result = pytester.runpytest("-p", "no:randomly", "-p", "asyncio", "-p", "anyio")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*CrossLoopError*pytest-asyncio function-scoped loop*"])
+    section = pgharness_section(result)
+    assert "The test runs on a pytest-asyncio function-scoped loop" in section
+    assert "asyncio_mode = auto makes pytest-asyncio run @pytest.mark.anyio tests" in section
+    assert "`seeded` (scope=function, run by anyio's plugin on the anyio test runner loop)" in (
+        section
+    )
+    assert "set `asyncio_mode = strict`" in section
+    assert "drop @pytest.mark.anyio" in section
+
+
+ODD_GLOBALS_APP = """
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from oddities import Unanswerable, cdll, mock, unanswerable  # noqa: F401
+
+    engine = create_async_engine("DATABASE_URL")
+"""
+
+# A session-scoped fixture pools a connection made on the session-scoped loop.
+SESSION_ENGINE_CONFTEST = """
+    import pytest_asyncio
+    from sqlalchemy import text
+
+    import app
+
+
+    @pytest_asyncio.fixture(scope="session", loop_scope="session")
+    async def engine():
+        async with app.engine.connect() as connection:
+            await connection.execute(text("select 1"))
+        return app.engine
+"""
+
+
+def test_loop_trouble_is_explained_whatever_the_modules_hold(
+    pytester: pytest.Pytester, database_url: str
+) -> None:
+    write_project(
+        pytester,
+        database_url,
+        oddities=ODDITIES,
+        app=ODD_GLOBALS_APP,
+        conftest=SESSION_ENGINE_CONFTEST,
+        test_odd="""
+            from sqlalchemy import text
+
+
+            async def test_uses_the_session_engine(engine):
+                async with engine.connect() as connection:
+                    assert await connection.scalar(text("select 1")) == 1
+        """,
+        test_oddities_untouched=ODDITIES_UNTOUCHED,
+    )
+    result = run(pytester)
+    result.assert_outcomes(passed=1, failed=1)
+    # The test's own error and traceback, then the explanation.
+    result.stdout.fnmatch_lines(
+        [
+            '>*assert await connection.scalar(text("select 1")) == 1',
+            "*RuntimeError*attached to a different loop*",
+        ]
+    )
+    section = pgharness_section(result)
+    assert "could not explain" not in section
+    assert "This test used a database connection that was opened on another event loop" in section
+    assert "engine `app:engine`" in section
+    assert "Async fixture `engine` (scope=session) runs on the session-scoped loop" in section
+    assert "test_odd.py:6:" in section
+
+
+def test_an_explanation_that_fails_leaves_the_tests_error_as_it_was(
+    pytester: pytest.Pytester, database_url: str
+) -> None:
+    write_project(
+        pytester,
+        database_url,
+        oddities=ODDITIES,
+        app=ODD_GLOBALS_APP,
+        conftest=SESSION_ENGINE_CONFTEST,
+        test_broken="""
+            from sqlalchemy import text
+            from sqlalchemy.engine import URL
+
+
+            def broken(*args, **kwargs):
+                raise LookupError("a library broke while the failure was explained")
+
+
+            async def test_uses_the_session_engine(engine, monkeypatch):
+                # Still patched when the failure is reported (before the test's teardown).
+                monkeypatch.setattr(URL, "render_as_string", broken)
+                async with engine.connect() as connection:
+                    assert await connection.scalar(text("select 1")) == 1
+        """,
+        test_oddities_untouched=ODDITIES_UNTOUCHED,
+    )
+    result = run(pytester)
+    result.assert_outcomes(passed=1, failed=1)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert "INTERNALERROR" not in result.stdout.str()
+    result.stdout.fnmatch_lines(
+        [
+            '>*assert await connection.scalar(text("select 1")) == 1',
+            "test_broken.py:13: ",
+            "E   RuntimeError:*attached to a different loop",
+            "*: RuntimeError",
+            "*- pgharness -*",
+        ]
+    )
+    section = pgharness_section(result)
+    assert section.strip() == (
+        "(pgharness could not explain this failure: LookupError: a library broke while the"
+        " failure was explained; the error above is the test's own)"
+    )
+
+
+def test_an_exception_that_cannot_be_printed_is_reported_as_pytest_reports_it(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makefile(".ini", pytest=INI)
+    pytester.makepyfile(
+        test_unprintable="""
+            class Unprintable(RuntimeError):
+                def __str__(self):
+                    raise ValueError("no text for this one")
+
+
+            def test_raises_it():
+                raise Unprintable()
+        """
+    )
+    result = run(pytester)
+    result.assert_outcomes(failed=1)
+    assert "INTERNALERROR" not in result.stdout.str()
+    result.stdout.fnmatch_lines([">*raise Unprintable()", "*test_unprintable.py:7: Unprintable"])
+    assert pgharness_section(result) == ""
+
+
+def test_pooled_engine_across_anyio_tests_names_anyios_loop(
+    pytester: pytest.Pytester, database_url: str
+) -> None:
+    write_project(
+        pytester,
+        database_url,
+        test_anyio="""
+            import pytest
+            from sqlalchemy import text
+            from sqlalchemy.ext.asyncio import create_async_engine
+
+            engine = create_async_engine("DATABASE_URL")
+            pytestmark = pytest.mark.anyio
+
+
+            @pytest.fixture
+            def anyio_backend():
+                return "asyncio"
+
+
+            async def test_first():
+                async with engine.connect() as connection:
+                    assert await connection.scalar(text("select 1")) == 1
+
+
+            async def test_second():
+                async with engine.connect() as connection:
+                    assert await connection.scalar(text("select 2")) == 2
+        """,
+    )
+    pytester.makefile(
+        ".ini",
+        pytest="[pytest]\nasyncio_mode = strict\nasyncio_default_fixture_loop_scope = function\n",
+    )
+    result = run(pytester)
+    result.assert_outcomes(passed=1, failed=1)
+    section = pgharness_section(result)
+    assert "This test used a database connection that was opened on another event loop" in section
+    assert "anyio's plugin runs this test on its test runner loop (@pytest.mark.anyio)" in section
+    assert "engine `test_anyio:engine`" in section
+    assert "poolclass=NullPool" in section
+    # pytest-asyncio's loop scopes do not choose an anyio test's loop: no advice about them.
+    assert "loop_scope" not in section

@@ -182,3 +182,45 @@ def test_console_script_without_a_command_shows_usage() -> None:
     )
     assert completed.returncode == 2
     assert "doctor" in completed.stderr
+
+
+def test_fixture_scope_default_puts_wider_async_fixtures_on_their_own_loops(
+    pytester: pytest.Pytester,
+) -> None:
+    # asyncio_default_fixture_loop_scope = fixture-scope: each async fixture runs on a loop of
+    # its own scope unless it names a loop_scope.
+    pytester.makepyfile(
+        conftest="""
+        import pytest_asyncio
+
+
+        @pytest_asyncio.fixture(scope="module")
+        async def module_resource():
+            yield
+
+
+        @pytest_asyncio.fixture(scope="module", loop_scope="function")
+        async def on_the_tests_loop():
+            yield
+
+
+        @pytest_asyncio.fixture
+        async def per_test():
+            yield
+        """
+    )
+    pytester.makefile(
+        ".ini",
+        pytest="[pytest]\nasyncio_mode = auto\n"
+        "asyncio_default_fixture_loop_scope = fixture-scope\n",
+    )
+    result = pytester.runpytest_subprocess("--pg-doctor", "-p", "no:randomly")
+    assert result.ret == 1
+    out = result.stdout.str()
+    assert "pgharness doctor: 1 finding" in out
+    assert (
+        'async fixture `module_resource` (conftest.py:5, scope="module") runs on a module-scoped'
+        " loop while tests run on function-scoped loops" in out
+    )
+    assert "on_the_tests_loop" not in out
+    assert "per_test" not in out

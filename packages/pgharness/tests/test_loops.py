@@ -147,6 +147,52 @@ def test_anyio_plugin(pytester: pytest.Pytester) -> None:
     result.assert_outcomes(passed=3)
 
 
+ANYIO_TESTS = """
+import pytest
+from sqlalchemy import func, select
+
+import myapp
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request):
+    return request.param
+
+
+async def test_service_commits(async_db):
+    await myapp.create_user("a@example.com")
+    assert await myapp.count_users() == 1
+    assert await async_db.scalar(select(func.count(myapp.User.id))) == 1
+
+
+async def test_request_commits(async_client, async_db):
+    assert (await async_client.post("/users", json={"email": "b@example.com"})).status_code == 201
+    assert (await async_client.get("/users/count")).json() == {"count": 1}
+    assert await async_db.scalar(select(func.count(myapp.User.id))) == 1
+
+
+async def test_nothing_was_left_behind(async_client, async_db):
+    assert await myapp.count_users() == 0
+    assert (await async_client.get("/users/count")).json() == {"count": 0}
+"""
+
+
+@pytest.mark.parametrize("mode", ["auto", "strict"])
+def test_anyio_tests_run_on_the_loop_of_the_plugin_that_runs_them(
+    pytester: pytest.Pytester, mode: str
+) -> None:
+    # Under auto mode pytest-asyncio runs @pytest.mark.anyio tests itself; under strict, anyio.
+    make_project(pytester, f"asyncio_mode = {mode}\nasyncio_default_fixture_loop_scope = function")
+    pytester.makepyfile(ANYIO_TESTS)
+    result = pytester.runpytest("-p", "no:randomly", "-rs")
+    result.assert_outcomes(passed=3, skipped=3)
+    result.stdout.fnmatch_lines(
+        ["SKIPPED *: pgharness needs an asyncio event loop*anyio backend 'trio'*"]
+    )
+
+
 def test_fixture_on_another_loop_gets_a_clear_error(pytester: pytest.Pytester) -> None:
     make_project(pytester, "asyncio_mode = auto\nasyncio_default_fixture_loop_scope = function")
     pytester.makepyfile(

@@ -232,7 +232,9 @@ def activate(request: pytest.FixtureRequest, state_fixture: str) -> Iterator[Act
                     pool.release(database)
     if not item.stash.get(BLOCKED_REPORTED, False):
         # The app may have swallowed the error (a 500, a retry): the test still must not pass.
-        messages = dict.fromkeys(b.message for b in blocker.blocked_since(blocked_before))
-        problems.extend(messages)
+        messages = list(dict.fromkeys(b.message for b in blocker.blocked_since(blocked_before)))
+        problems.extend(messages[:1])
+        if len(messages) > 1:
+            problems.append(f"({len(messages) - 1} more connection(s) were stopped the same way)")
     if problems:
         pytest.fail(f"{item.nodeid}: " + "\n".join(problems), pytrace=False)

@@ -20,7 +20,7 @@ from ._loop_trouble import (
     explain_loop_trouble,
     name_fixtures_on_other_loops,
 )
-from ._tracebacks import iter_exceptions
+from ._tracebacks import iter_exceptions, message_of
 
 __all__ = ["SECTION_TITLE", "add_report_section", "explain_failure", "safe_explain_failure"]
 
@@ -49,11 +49,21 @@ def explain_failure(exc: BaseException, item: pytest.Item) -> str | None:
 
 
 def safe_explain_failure(exc: BaseException, item: pytest.Item) -> str | None:
-    """Never let an explanation hide the failure it explains."""
+    """Never let an explanation hide the failure it explains.
+
+    The report already holds the test's error and traceback when this runs; an explanation
+    only adds a section under them. Whatever goes wrong while explaining is said in that
+    section, in one line, and nothing escapes into pytest's reporting.
+    """
     try:
         return explain_failure(exc, item)
     except Exception as error:  # the report must survive whatever the frames hold
-        return f"(pgharness could not explain this failure: {type(error).__name__}: {error})"
+        detail = message_of(error)
+        return (
+            "(pgharness could not explain this failure: "
+            f"{type(error).__name__}{': ' + detail if detail else ''}; the error above is the"
+            " test's own)"
+        )
 
 
 def add_report_section(report: pytest.TestReport, text: str) -> None:

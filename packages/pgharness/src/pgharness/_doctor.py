@@ -18,15 +18,15 @@ import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from ._loops import fixture_loop_scope, is_wider, loop_settings, pytest_asyncio_version
+
 __all__ = ["DoctorReport", "Finding", "format_report", "run_doctor"]
 
-_SCOPES = ("function", "class", "module", "package", "session")
 _SKIPPED_DIRS = frozenset(
     {
         ".git",
@@ -223,13 +223,13 @@ def _expire_on_commit(sessionmakers: list[tuple[str, object]]) -> list[Finding]:
 
 
 def _loop_scopes(config: pytest.Config, conftests: list[Path], rootdir: Path) -> list[Finding]:
-    registered_test_scope = _ini(config, "asyncio_default_test_loop_scope")
-    if registered_test_scope is None:  # pytest-asyncio is not installed
+    settings = loop_settings(config)
+    if settings is None:  # pytest-asyncio is not installed
         return []
-    test_scope = str(registered_test_scope or "function")
-    fixture_default = str(_ini(config, "asyncio_default_fixture_loop_scope") or "")
+    test_scope = settings.test_scope
+    fixture_default = settings.fixture_scope_setting or ""
     findings: list[Finding] = []
-    if fixture_default in _SCOPES and _wider(fixture_default, test_scope):
+    if is_wider(fixture_default, test_scope):
         findings.append(
             Finding(
                 "loop-scope",
@@ -244,10 +244,8 @@ def _loop_scopes(config: pytest.Config, conftests: list[Path], rootdir: Path) ->
             )
         )
     for path, lineno, name, scope, loop_scope in _async_fixtures(conftests):
-        effective = loop_scope or (
-            scope if fixture_default in ("", "fixture-scope") else fixture_default
-        )
-        if effective in _SCOPES and _wider(effective, test_scope):
+        effective = fixture_loop_scope(loop_scope, scope, settings.fixture_scope_setting)
+        if is_wider(effective, test_scope):
             findings.append(
                 Finding(
                     "loop-scope",
@@ -266,12 +264,8 @@ def _loop_scopes(config: pytest.Config, conftests: list[Path], rootdir: Path) ->
     return findings
 
 
-def _wider(scope: str, than: str) -> bool:
-    return _SCOPES.index(scope) > _SCOPES.index(than) if than in _SCOPES else False
-
-
 def _event_loop_fixtures(conftests: list[Path], rootdir: Path) -> list[Finding]:
-    version = _pytest_asyncio_version()
+    version = pytest_asyncio_version()
     findings = []
     for path in conftests:
         tree = _parse(path)
@@ -400,14 +394,6 @@ def _parse(path: Path) -> ast.Module | None:
         return ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     except (OSError, SyntaxError, UnicodeDecodeError):
         return None
-
-
-def _pytest_asyncio_version() -> tuple[int, ...]:
-    try:
-        text = metadata.version("pytest-asyncio")
-    except metadata.PackageNotFoundError:
-        return (1, 0)
-    return tuple(int(part) for part in text.split(".")[:2] if part.isdigit())
 
 
 def _format_version(version: tuple[int, ...]) -> str:

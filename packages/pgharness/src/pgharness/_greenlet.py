@@ -13,9 +13,21 @@ import re
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ._tracebacks import Frame, frames_of, raised_by, running_under, user_frame
+from ._tracebacks import (
+    Frame,
+    frames_of,
+    is_instance,
+    library_attribute,
+    message_of,
+    raised_by,
+    running_under,
+    user_frame,
+)
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import InstanceState, Session
 
 __all__ = ["explain_missing_greenlet", "is_missing_greenlet"]
 
@@ -24,9 +36,9 @@ def is_missing_greenlet(exc: BaseException) -> bool:
     if not raised_by(exc, _SQLALCHEMY):
         return False  # a test's own failure that merely quotes the text
     # 2.0 says "can't call await_only() here", 2.1 "can't call await_() here".
-    return type(exc).__name__ == "MissingGreenlet" or "greenlet_spawn has not been called" in str(
-        exc
-    )
+    if type(exc).__name__ == "MissingGreenlet":
+        return True
+    return "greenlet_spawn has not been called" in message_of(exc)
 
 
 _SQLALCHEMY = frozenset({"sqlalchemy"})
@@ -173,6 +185,8 @@ def _fixes(load: AttributeLoad, attribute: str, variable: str) -> list[str]:
 
 
 def _attribute_load(frames: list[Frame]) -> AttributeLoad | None:
+    from sqlalchemy.orm import InstanceState
+
     access = next(
         (
             frame
@@ -183,44 +197,72 @@ def _attribute_load(frames: list[Frame]) -> AttributeLoad | None:
     )
     if access is None:
         return None
-    attribute: Any = access.local("self")
-    key = getattr(attribute, "key", None)
+    attribute = access.local("self")
+    key = library_attribute(attribute, "key", _SQLALCHEMY)
     if not isinstance(key, str):
         return None
-    state: Any = _state_of(access)
-    owner_class = getattr(state, "class_", None) or getattr(attribute, "class_", None)
-    owner = getattr(owner_class, "__name__", "?")
-    session: Any = getattr(state, "session", None) or _session_in_frames(frames)
-    expire_on_commit = getattr(session, "expire_on_commit", None)
+    found_state = _state_of(access)
+    state = found_state if is_instance(found_state, InstanceState) else None
+    owner_class = library_attribute(state, "class_", _SQLALCHEMY) or library_attribute(
+        attribute, "class_", _SQLALCHEMY
+    )
+    owner = owner_class.__name__ if isinstance(owner_class, type) else "?"
+    session = _session_of(state)
+    if session is None:
+        session = _session_in_frames(frames)
+    expire_on_commit = session.expire_on_commit if session is not None else None
     return AttributeLoad(
         owner=owner,
         key=key,
         kind=_load_kind(frames, state, key),
         expire_on_commit=expire_on_commit if isinstance(expire_on_commit, bool) else None,
         expiring_listener=_expiring_listener(session),
-        has_awaitable_attrs=hasattr(owner_class, "awaitable_attrs"),
+        has_awaitable_attrs=isinstance(owner_class, type)
+        and _defined_on(owner_class, "awaitable_attrs"),
         instance=_instance_of(access, state),
     )
 
 
-def _session_in_frames(frames: list[Frame]) -> object | None:
-    """The (sync) session the user's code was working with, when the state has let go of it."""
+def _defined_on(cls: type, name: str) -> bool:
+    """Whether the class or a base defines ``name`` (looked up without running any code)."""
+    try:
+        inspect.getattr_static(cls, name)
+    except AttributeError:
+        return False
+    return True
+
+
+def _session_of(state: InstanceState[Any] | None) -> Session | None:
+    from sqlalchemy.orm import Session
+
+    session = library_attribute(state, "session", _SQLALCHEMY)
+    return session if is_instance(session, Session) else None
+
+
+def _session_in_frames(frames: list[Frame]) -> Session | None:
+    """The (sync) session the user's code was working with, when the state has let go of it.
+
+    Locals are compared by their real type only: a test's or an app's local may be any object.
+    """
+    from sqlalchemy.ext.asyncio import AsyncSession
+    from sqlalchemy.orm import Session
+
     for frame in reversed(frames):
         for value in frame.frame.f_locals.values():
-            session: object = getattr(value, "sync_session", value)
-            if type(session).__name__ == "Session" and hasattr(session, "expire_on_commit"):
-                return session
+            if is_instance(value, AsyncSession):
+                return value.sync_session
+            if is_instance(value, Session):
+                return value
     return None
 
 
-def _instance_of(access: Frame, state: Any) -> object | None:
+def _instance_of(access: Frame, state: InstanceState[Any] | None) -> object | None:
     instance = access.local("instance")
     if instance is not None:
         return instance
-    obj = getattr(state, "obj", None)
-    if not callable(obj):
+    if state is None:
         return None
-    live: object | None = obj()
+    live: object | None = state.obj()
     return live
 
 
@@ -229,12 +271,18 @@ def _state_of(access: Frame) -> object | None:
     if state is not None:
         return state
     instance = access.local("instance")
-    return getattr(instance, "_sa_instance_state", None)
+    if instance is None:
+        return None
+    # The mapped object is the user's: read the state from its __dict__, run none of its code.
+    try:
+        found: object = inspect.getattr_static(instance, "_sa_instance_state")
+    except AttributeError:
+        return None
+    return found
 
 
-def _load_kind(frames: list[Frame], state: Any, key: str) -> LoadKind:
-    expired_keys: set[str] = getattr(state, "expired_attributes", set())
-    if getattr(state, "expired", False) or key in expired_keys:
+def _load_kind(frames: list[Frame], state: InstanceState[Any] | None, key: str) -> LoadKind:
+    if state is not None and (state.expired or key in state.expired_attributes):
         return LoadKind.EXPIRED
     for frame in frames:
         if frame.module == "sqlalchemy.orm.state" and frame.function == "_load_expired":
@@ -248,19 +296,19 @@ def _load_kind(frames: list[Frame], state: Any, key: str) -> LoadKind:
     return LoadKind.LAZY
 
 
-def _expiring_listener(session: Any) -> str | None:
+def _expiring_listener(session: Session | None) -> str | None:
     """A session listener that expires everything at transaction end (the 1.x recipe)."""
-    dispatch = getattr(session, "dispatch", None)
-    if dispatch is None:
+    if session is None:
         return None
     for event_name in ("after_transaction_end", "after_transaction_create"):
-        for listener in getattr(dispatch, event_name, ()):
+        for listener in getattr(session.dispatch, event_name, ()):
             try:
                 source = inspect.getsource(listener)
-            except (OSError, TypeError):
+            except (OSError, TypeError):  # no source to read (a builtin, a REPL lambda)
                 continue
             if "expire_all" in source:
-                return str(getattr(listener, "__qualname__", repr(listener)))
+                named = listener if inspect.isroutine(listener) else type(listener)
+                return str(named.__qualname__)
     return None
 
 

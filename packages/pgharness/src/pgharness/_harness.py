@@ -155,7 +155,9 @@ class Harness:
         opening.start()
         try:
             began = time.perf_counter()
-            recipe = recipe_for(self.settings.schema, self.settings.rootpath)
+            recipe = recipe_for(
+                self.settings.schema, self.settings.rootpath, self.settings.setup_sql
+            )
             recipe_seconds = time.perf_counter() - began
         finally:
             opening.join()

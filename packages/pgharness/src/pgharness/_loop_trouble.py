@@ -14,17 +14,35 @@ import asyncio
 import inspect
 import re
 import sys
+import types
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import pytest
 
 from ._activation import isolation_mode_of, wants_isolation
 from ._errors import ConfigurationError
 from ._isolation import IsolationMode
-from ._tracebacks import Frame, frames_of, is_library_frame, raised_by, user_frame
+from ._loops import (
+    ANYIO,
+    PYTEST_ASYNCIO,
+    LoopChoice,
+    asyncio_mode,
+    loop_of_fixture,
+    loop_of_test,
+)
+from ._tracebacks import (
+    Frame,
+    frames_of,
+    is_instance,
+    is_library_frame,
+    library_attribute,
+    message_of,
+    raised_by,
+    user_frame,
+)
 
 __all__ = [
     "LoopTrouble",
@@ -45,13 +63,15 @@ class LoopTrouble(Enum):
 # The driver's and SQLAlchemy's errors (SQLAlchemy wraps asyncpg's); asyncio's own are
 # RuntimeErrors.
 _DATABASE_PACKAGES = frozenset({"asyncpg", "sqlalchemy"})
+_SQLALCHEMY = frozenset({"sqlalchemy"})
+_ASYNCPG = frozenset({"asyncpg"})
 _LOST_SAVEPOINT = re.compile(r'savepoint "[^"]*" does not exist')
 
 
 def classify_loop_trouble(exc: BaseException) -> LoopTrouble | None:
     if not (isinstance(exc, RuntimeError) or raised_by(exc, _DATABASE_PACKAGES)):
         return None  # a test's own failure that merely quotes one of these texts
-    message = str(exc)
+    message = message_of(exc)
     if _LOST_SAVEPOINT.search(message) and raised_by(exc, _DATABASE_PACKAGES):
         return LoopTrouble.LOST_SAVEPOINT
     if "attached to a different loop" in message:
@@ -70,11 +90,41 @@ def classify_loop_trouble(exc: BaseException) -> LoopTrouble | None:
 
 
 @dataclass(frozen=True)
+class _OtherLoopFixture:
+    """An async fixture of the test that runs on another loop than the test."""
+
+    name: str
+    scope: str  # the fixture's own scope
+    loop: LoopChoice
+
+
+@dataclass(frozen=True)
 class _Scopes:
-    test_loop_scope: str | None
-    test_loop_scope_source: str
-    other_loop_fixtures: list[tuple[str, str, str]]  # name, fixture scope, loop scope
+    test: LoopChoice | None
+    other_loop_fixtures: list[_OtherLoopFixture]
     ignored_event_loop: str | None
+
+    @property
+    def test_loop_scope(self) -> str | None:
+        """pytest-asyncio's loop scope of the test (``None``: anyio or no plugin runs it)."""
+        return self.test.scope if self.test is not None else None
+
+    @property
+    def other_scopes(self) -> list[str]:
+        """The loop scopes of the fixtures pytest-asyncio runs on another of its loops."""
+        return sorted(
+            {
+                fixture.loop.scope
+                for fixture in self.other_loop_fixtures
+                if fixture.loop.runner == PYTEST_ASYNCIO and fixture.loop.scope is not None
+            }
+        )
+
+    @property
+    def other_runners(self) -> list[_OtherLoopFixture]:
+        """The fixtures another plugin than the test's runs (anyio vs pytest-asyncio)."""
+        test_runner = self.test.runner if self.test is not None else None
+        return [f for f in self.other_loop_fixtures if f.loop.runner != test_runner]
 
 
 def explain_loop_trouble(
@@ -103,13 +153,7 @@ def explain_loop_trouble(
         if trouble is LoopTrouble.OTHER_LOOP
         else "This test used a database connection whose event loop is already closed"
         " (it was opened on another loop, by an earlier test or a wider-scoped fixture).",
-        "asyncpg connections belong to the loop that opened them; "
-        + (
-            f"pytest-asyncio runs this test on a {scopes.test_loop_scope}-scoped loop"
-            f" ({scopes.test_loop_scope_source})."
-            if scopes.test_loop_scope
-            else "this test runs on a loop of its own."
-        ),
+        "asyncpg connections belong to the loop that opened them; " + _runs_on(scopes.test),
     ]
     if busy:
         lines.append(
@@ -125,11 +169,11 @@ def explain_loop_trouble(
         lines.append(f"The query was made at {user.where(rootdir)}:  {user.source_line}")
     if engine is not None:
         lines.append(f"The connection came from {engine}.")
-    for name, scope, loop_scope in scopes.other_loop_fixtures:
+    for fixture in scopes.other_loop_fixtures:
+        theirs, ours = _loop_names(fixture.loop, scopes.test)
         lines.append(
-            f"Async fixture `{name}` (scope={scope}) runs on the {loop_scope}-scoped loop, not on"
-            f" the test's {scopes.test_loop_scope}-scoped loop: connections or sessions it"
-            " creates cannot be used by the test."
+            f"Async fixture `{fixture.name}` (scope={fixture.scope}) runs on the {theirs}, not on"
+            f" the test's {ours}: connections or sessions it creates cannot be used by the test."
         )
     if scopes.ignored_event_loop is not None:
         lines.append(
@@ -141,10 +185,12 @@ def explain_loop_trouble(
         "  - let pgharness open the connection on the test's loop: use the `async_db` /"
         " `async_client` fixtures and name your sessionmakers in `pgharness_sessionmakers`;"
     )
-    wider = sorted({loop_scope for _, _, loop_scope in scopes.other_loop_fixtures})
+    wider = scopes.other_scopes
     target = wider[0] if len(wider) == 1 else "session"
     pooled = engine is not None and "NullPool" not in engine
-    if scopes.other_loop_fixtures or not pooled:
+    lines += [f"  - or {fix};" for fix in _other_runner_fixes(scopes, item.config)]
+    on_pytest_asyncio = scopes.test is None or scopes.test.runner == PYTEST_ASYNCIO
+    if on_pytest_asyncio and (wider or not (pooled or scopes.other_runners)):
         lines.append(
             "  - or run the test on the fixtures' loop:"
             f' `@pytest.mark.asyncio(loop_scope="{target}")` on the test, or'
@@ -159,9 +205,14 @@ def explain_loop_trouble(
         lines.append(
             "  - for an engine shared by tests: `poolclass=NullPool` in tests, or create it in a"
             " fixture on the test's loop and `await engine.dispose()` at teardown (a pooled"
-            " connection can never move to another loop); or run every test on one loop:"
-            ' `asyncio_default_test_loop_scope = "session"` and'
-            ' `asyncio_default_fixture_loop_scope = "session"`;'
+            " connection can never move to another loop)"
+            + (
+                "; or run every test on one loop:"
+                ' `asyncio_default_test_loop_scope = "session"` and'
+                ' `asyncio_default_fixture_loop_scope = "session"`;'
+                if on_pytest_asyncio
+                else ";"
+            )
         )
     if scopes.ignored_event_loop is not None:
         lines.append("  - delete the `event_loop` fixture: it has no effect.")
@@ -171,23 +222,86 @@ def explain_loop_trouble(
 def name_fixtures_on_other_loops(item: pytest.Item) -> str | None:
     """For pgharness's own CrossLoopError: which of the test's fixtures run on another loop."""
     scopes = _scopes(item)
-    if not scopes.other_loop_fixtures:
+    test = scopes.test
+    if test is None or not scopes.other_loop_fixtures:
         return None
+    # Name the plugin when it matters: when some fixture's loop is another plugin's.
+    named = test.label if scopes.other_runners or test.runner == ANYIO else test.short_label
     lines = [
-        f"The test runs on a {scopes.test_loop_scope}-scoped loop"
-        f" ({scopes.test_loop_scope_source}); these async fixtures run on another loop:"
+        f"The test runs on {_a(named)} ({test.source}); these async fixtures run on another loop:"
     ]
-    lines += [
-        f"  - `{name}` (scope={scope}, loop scope {loop_scope})"
-        for name, scope, loop_scope in scopes.other_loop_fixtures
-    ]
-    loop_scopes = sorted({loop_scope for _, _, loop_scope in scopes.other_loop_fixtures})
-    lines.append(
-        f'Fix: `@pytest_asyncio.fixture(loop_scope="{scopes.test_loop_scope}")` on those'
-        f' fixtures, or `@pytest.mark.asyncio(loop_scope="{loop_scopes[-1]}")` on the test'
-        f' (or asyncio_default_test_loop_scope = "{loop_scopes[-1]}").'
-    )
+    for fixture in scopes.other_loop_fixtures:
+        if fixture.loop.runner == test.runner:
+            where = f"loop scope {fixture.loop.scope}"
+        elif fixture.loop.runner == ANYIO:
+            where = f"run by anyio's plugin on the {fixture.loop.label}"
+        else:
+            where = f"run by pytest-asyncio on its {fixture.loop.short_label}"
+        lines.append(f"  - `{fixture.name}` (scope={fixture.scope}, {where})")
+    loop_scopes = scopes.other_scopes
+    if loop_scopes and test.runner == PYTEST_ASYNCIO:
+        lines.append(
+            f'Fix: `@pytest_asyncio.fixture(loop_scope="{test.scope}")` on those'
+            f' fixtures, or `@pytest.mark.asyncio(loop_scope="{loop_scopes[-1]}")` on the test'
+            f' (or asyncio_default_test_loop_scope = "{loop_scopes[-1]}").'
+        )
+    other_runner_fixes = _other_runner_fixes(scopes, item.config)
+    if other_runner_fixes:
+        lines.append("Fix: " + "; or ".join(other_runner_fixes) + ".")
     return "\n".join(lines)
+
+
+def _a(label: str) -> str:
+    """``the anyio test runner loop`` (there is one), ``a module-scoped loop`` (one of many)."""
+    return f"the {label}" if label.startswith("anyio") else f"a {label}"
+
+
+def _runs_on(test: LoopChoice | None) -> str:
+    """The sentence saying which loop the test runs on."""
+    if test is None:
+        return "this test runs on a loop of its own."
+    if test.runner == ANYIO:
+        return (
+            f"anyio's plugin runs this test on its test runner loop ({test.source}), which it"
+            " replaces with a new one whenever nothing holds it (between tests, unless a"
+            " wider-scoped async fixture keeps it)."
+        )
+    return f"pytest-asyncio runs this test on a {test.scope}-scoped loop ({test.source})."
+
+
+def _loop_names(fixture: LoopChoice, test: LoopChoice | None) -> tuple[str, str]:
+    """How to name a fixture's loop and the test's beside each other."""
+    if test is None:  # not reached: only a test some plugin runs has fixtures on other loops
+        return fixture.label, "loop"
+    if fixture.runner == test.runner:
+        return fixture.short_label, test.short_label
+    return fixture.label, test.label
+
+
+def _other_runner_fixes(scopes: _Scopes, config: pytest.Config) -> list[str]:
+    """Fixes for async fixtures that the other plugin runs (anyio vs pytest-asyncio)."""
+    others = scopes.other_runners
+    if scopes.test is None or not others:
+        return []
+    names = ", ".join(f"`{fixture.name}`" for fixture in others)
+    if scopes.test.runner == ANYIO:
+        return [
+            f"make {names} plain `@pytest.fixture` async fixtures: in a test anyio runs, anyio's"
+            " plugin then runs them on the test's loop (pytest-asyncio runs an"
+            " `@pytest_asyncio.fixture` on a loop of its own)"
+        ]
+    fixes = []
+    if asyncio_mode(config) == "auto":
+        fixes.append(
+            "set `asyncio_mode = strict`: anyio's plugin then runs @pytest.mark.anyio tests and"
+            f" their fixtures ({names}) on one loop (mark the tests pytest-asyncio should run"
+            " with @pytest.mark.asyncio)"
+        )
+    fixes.append(
+        "drop @pytest.mark.anyio (and any request of the `anyio_backend` fixture) from the tests"
+        f" pytest-asyncio runs: pytest-asyncio then runs {names} on the test's loop"
+    )
+    return fixes
 
 
 def _busy_from_another_loop(
@@ -201,9 +315,9 @@ def _busy_from_another_loop(
     A query sent from the wrong loop is cut off half-way and leaves the connection busy;
     while that loop stays open, the next query on the connection says so.
     """
-    test_loop = _loop_running(frames)
-    if driver_loop is not None and test_loop is not None:
-        return driver_loop is not test_loop
+    running = _loop_running(frames)
+    if driver_loop is not None and running is not None:
+        return driver_loop is not running
     # The loops cannot be compared: an async fixture on another loop than the test's, and no
     # asyncio.gather / create_task in the user's code, make the loop the likelier cause.
     return bool(scopes.other_loop_fixtures) and _concurrency_site(frames, rootdir) is None
@@ -214,7 +328,7 @@ def _loop_running(frames: list[Frame]) -> asyncio.AbstractEventLoop | None:
     for frame in reversed(frames):
         if frame.module.startswith("asyncio."):
             loop = frame.local("self")
-            if isinstance(loop, asyncio.AbstractEventLoop):
+            if _is_event_loop(loop):
                 return loop
     return None
 
@@ -304,47 +418,18 @@ def _explain_concurrency(
 
 
 def _scopes(item: pytest.Item) -> _Scopes:
-    test_scope, source = _test_loop_scope(item)
-    fixture_default = _ini(item.config, "asyncio_default_fixture_loop_scope")
-    others: list[tuple[str, str, str]] = []
+    test = loop_of_test(item)
+    others: list[_OtherLoopFixture] = []
     fixture_info: Any = getattr(item, "_fixtureinfo", None)
     name2defs: dict[str, Any] = getattr(fixture_info, "name2fixturedefs", {}) or {}
     for name, defs in name2defs.items():
-        if not defs:
+        if test is None or not defs:
             continue
         fixturedef = defs[-1]
-        func = fixturedef.func
-        if not (inspect.iscoroutinefunction(func) or inspect.isasyncgenfunction(func)):
-            continue
-        # pytest-asyncio's rule: the fixture's own loop_scope, else the ini default
-        # ("fixture-scope" meaning the fixture's scope), else the fixture's scope.
-        default = fixturedef.scope if fixture_default == "fixture-scope" else fixture_default
-        loop_scope = getattr(func, "_loop_scope", None) or default or fixturedef.scope
-        if test_scope is not None and loop_scope != test_scope:
-            others.append((name, str(fixturedef.scope), str(loop_scope)))
-    return _Scopes(test_scope, source, others, _ignored_event_loop(item))
-
-
-def _test_loop_scope(item: pytest.Item) -> tuple[str | None, str]:
-    marker = item.get_closest_marker("asyncio")
-    if marker is not None:
-        marked = marker.kwargs.get("loop_scope") or marker.kwargs.get("scope")
-        if marked:
-            return str(marked), f'@pytest.mark.asyncio(loop_scope="{marked}")'
-    default = _ini(item.config, "asyncio_default_test_loop_scope")
-    if default:
-        return default, f'asyncio_default_test_loop_scope = "{default}"'
-    if "pytest_asyncio" in sys.modules:
-        return "function", "pytest-asyncio's default"
-    return None, ""
-
-
-def _ini(config: pytest.Config, name: str) -> str | None:
-    try:
-        value = config.getini(name)
-    except ValueError:
-        return None
-    return str(value) if value else None
+        loop = loop_of_fixture(item, fixturedef)
+        if loop is not None and (loop.runner, loop.scope) != (test.runner, test.scope):
+            others.append(_OtherLoopFixture(name, str(fixturedef.scope), loop))
+    return _Scopes(test, others, _ignored_event_loop(item))
 
 
 def _ignored_event_loop(item: pytest.Item) -> str | None:
@@ -374,11 +459,19 @@ def _relative(path: Path, rootdir: Path) -> str:
 
 
 def _engine_description(frames: list[Frame]) -> str | None:
+    from sqlalchemy.engine import Connection, Engine
+
     for frame in frames:
         if frame.module != "sqlalchemy.engine.base":
             continue
-        engine: Any = getattr(frame.local("self"), "engine", None)
-        if engine is None:
+        owner = frame.local("self")
+        if is_instance(owner, Engine):
+            engine: Any = owner
+        elif is_instance(owner, Connection):
+            engine = library_attribute(owner, "engine", _SQLALCHEMY)
+        else:
+            continue
+        if not is_instance(engine, Engine):
             continue
         url = engine.url.render_as_string(hide_password=True)
         pool = type(engine.pool).__name__
@@ -393,30 +486,47 @@ def _engine_description(frames: list[Frame]) -> str | None:
     return None
 
 
-def _global_name_of(engine: Any) -> str | None:
-    """`module:attr` of a module-level variable holding the engine (or its AsyncEngine)."""
+def _global_name_of(engine: object) -> str | None:
+    """`module:attr` of a module-level variable holding the engine (or its AsyncEngine).
+
+    Every module's globals are looked at, so each is compared by identity and real type only:
+    a global such as ``ctypes.cdll`` or a mock answers any attribute asked of it.
+    """
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
     for module_name, module in list(sys.modules.items()):
-        namespace = getattr(module, "__dict__", None)
-        filename = getattr(module, "__file__", None) or ""
-        if namespace is None or "site-packages" in filename or not filename:
+        if not is_instance(module, types.ModuleType):
+            continue
+        namespace: dict[str, object] = vars(module)
+        filename = namespace.get("__file__")
+        if not isinstance(filename, str) or not filename or "site-packages" in filename:
             continue
         for attr, value in list(namespace.items()):
-            if value is engine or getattr(value, "sync_engine", None) is engine:
+            if value is engine or (
+                is_instance(value, AsyncEngine)
+                and library_attribute(value, "sync_engine", _SQLALCHEMY) is engine
+            ):
                 return f"{module_name}:{attr}"
     return None
+
+
+def _is_event_loop(value: object) -> TypeGuard[asyncio.AbstractEventLoop]:
+    return issubclass(type(value), asyncio.AbstractEventLoop)
 
 
 def _driver_connection_loop(frames: list[Frame]) -> asyncio.AbstractEventLoop | None:
     for frame in frames:
         if frame.module.startswith("asyncpg"):
-            loop = getattr(frame.local("self"), "_loop", None)
-            if isinstance(loop, asyncio.AbstractEventLoop):
+            loop = library_attribute(frame.local("self"), "_loop", _ASYNCPG)
+            if _is_event_loop(loop):
                 return loop
         if frame.module.startswith("sqlalchemy.dialects.postgresql.asyncpg"):
-            adapted: Any = frame.local("self") or frame.local("adapt_connection")
-            driver = getattr(adapted, "_connection", None)
-            loop = getattr(driver, "_loop", None)
-            if isinstance(loop, asyncio.AbstractEventLoop):
+            adapted = frame.local("self")
+            if adapted is None:
+                adapted = frame.local("adapt_connection")
+            driver = library_attribute(adapted, "_connection", _SQLALCHEMY)
+            loop = library_attribute(driver, "_loop", _ASYNCPG)
+            if _is_event_loop(loop):
                 return loop
     return None
 
@@ -462,8 +572,11 @@ def _other_tasks(loop: asyncio.AbstractEventLoop | None) -> list[str]:
     for task in asyncio.all_tasks(loop):
         if task.done():
             continue
-        coro: Any = task.get_coro()
-        frame = getattr(coro, "cr_frame", None)
+        coro = task.get_coro()
+        if not inspect.iscoroutine(coro):
+            described.append(f"{task.get_name()}()")
+            continue
+        frame = coro.cr_frame
         where = f" at {Path(frame.f_code.co_filename).name}:{frame.f_lineno}" if frame else ""
-        described.append(f"{getattr(coro, '__qualname__', task.get_name())}(){where}")
+        described.append(f"{coro.__qualname__}(){where}")
     return described[:5]

@@ -4,7 +4,7 @@ Every database pgharness makes starts with ``pgh_`` and matches one of the patte
 exactly; cleanup code matches against these patterns, so a database with any other name is
 never touched, whatever the configuration.
 
-    pgh_tpl_<8 hex>_<16 hex>          schema template (project, hash of its source)
+    pgh_tpl_<8 hex>_<16 hex>          schema template (lineage, hash of its source)
     pgh_<run>_<worker>                a worker's clone      (run: 10 hex, worker: main / gw<n>)
     pgh_<run>_<worker>_p<n>           a pooled clone for database isolation
 """
@@ -16,7 +16,6 @@ import os
 import re
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 
 __all__ = [
     "CLONE_NAME",
@@ -33,13 +32,14 @@ TEMPLATE_NAME = re.compile(r"^pgh_tpl_(?P<lineage>[0-9a-f]{8})_[0-9a-f]{16}$")
 CLONE_NAME = re.compile(r"^pgh_(?P<run>[0-9a-f]{10})_(?P<worker>main|gw[0-9]+)(_p[0-9]+)?$")
 
 
-def project_lineage(rootpath: Path, schema_label: str) -> str:
-    """Whose schema a template holds: a hash of the project's rootdir and its schema setting.
+def project_lineage(schema_label: str) -> str:
+    """Whose schema a template holds: a hash of the schema setting, as written.
 
-    ``schema_label`` is the setting as pgharness spells it (``pkg.module:Base``,
-    ``alembic:<ini path>``, or ``""`` for no schema).
+    ``schema_label`` is the setting relative to pytest's rootdir (``pkg.module:Base``,
+    ``alembic:db/alembic.ini``, or ``""`` for no schema). Where the checkout lies is left out
+    on purpose: two checkouts of one project (CI workspaces, worktrees) share their templates.
     """
-    return hashlib.sha256(f"{rootpath.resolve()}|{schema_label}".encode()).hexdigest()
+    return hashlib.sha256(f"lineage|{schema_label}".encode()).hexdigest()
 
 
 def template_prefix(lineage: str) -> str:

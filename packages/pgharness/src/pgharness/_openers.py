@@ -23,18 +23,22 @@ if TYPE_CHECKING:
 
 __all__ = ["ALEMBIC_ENV_FIX", "Openers", "describe_opener", "find_openers", "user_frames"]
 
-#: The change that makes an Alembic ``env.py`` run in the database pgharness hands it (the
-#: cookbook's "sharing a connection"): shown when an ``env.py`` connects elsewhere.
+#: The change that makes an ``env.py`` migrate the database pgharness hands it (shown after
+#: "Fix: " in messages about an ``env.py`` that connects elsewhere).
 ALEMBIC_ENV_FIX = """\
-    def run_migrations_online():
-        connection = config.attributes.get("connection")   # + pgharness (and any caller)
-        if connection is not None:                          # + hands env.py its connection
-            do_run_migrations(connection)
-            return
-        ...  # your env.py as it is (it builds its own engine from your settings)
+add two lines at the top of run_migrations_online() in env.py, so that it runs the migrations \
+on the connection pgharness passes in config.attributes["connection"] (Alembic's cookbook: \
+"Sharing a Connection across one or more programmatic migration commands"):
 
-  where do_run_migrations(connection) calls context.configure(connection=connection,
-  target_metadata=...) and context.run_migrations() inside context.begin_transaction()."""
+    def run_migrations_online():
+        if (connection := config.attributes.get("connection")) is not None:
+            return do_run_migrations(connection)  # async env.py: instead of asyncio.run(...)
+        ...  # unchanged: your own engine, for `alembic upgrade head` from the command line
+
+    def do_run_migrations(connection):  # Alembic's async template has it; add it to a sync one
+        context.configure(connection=connection, target_metadata=target_metadata)
+        with context.begin_transaction():
+            context.run_migrations()"""
 
 # Modules whose globals never hold an application's engine.
 _SKIPPED_PREFIXES = ("sqlalchemy", "pgharness", "_pytest", "pytest", "pluggy", "alembic")
@@ -147,8 +151,7 @@ def _fix(
                 f"this happened while building the template from pgharness_schema = "
                 f"{label!r}: {env_py} connects to the database of your own settings instead of "
                 "the one pgharness hands it (config.attributes['connection'], and the "
-                "sqlalchemy.url pgharness sets). Change its run_migrations_online() so that a "
-                f"connection handed in is used:\n{alembic_env_fix}"
+                f"sqlalchemy.url pgharness sets). To fix it, {alembic_env_fix}"
             )
         return (
             f"this happened while building the template from pgharness_schema = {label!r}: "

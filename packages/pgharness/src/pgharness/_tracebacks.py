@@ -1,7 +1,11 @@
 """Reading a failed test's exception: the chain of causes and the frames it passed through.
 
 The diagnostics only ever read what the exception already carries (its traceback frames
-and their locals), so a passing test never reaches this module.
+and their locals), so a passing test never reaches this module. Frames hold arbitrary
+objects: the diagnostics compare them by identity and by their real type (``is_instance``),
+and read attributes only of the libraries' own objects (``library_attribute``), so that a
+global or a local that answers every attribute (``ctypes.cdll``, a mock, a proxy) runs none of
+its code.
 """
 
 from __future__ import annotations
@@ -13,13 +17,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, TracebackType
+from typing import TypeGuard, TypeVar
+
+T = TypeVar("T")
 
 __all__ = [
     "Frame",
-    "describe",
     "frames_of",
+    "is_instance",
     "is_library_frame",
     "iter_exceptions",
+    "library_attribute",
+    "message_of",
     "raised_by",
     "running_under",
     "user_frame",
@@ -64,7 +73,8 @@ class Frame:
 
     @property
     def module(self) -> str:
-        return str(self.frame.f_globals.get("__name__", ""))
+        name = self.frame.f_globals.get("__name__", "")
+        return name if isinstance(name, str) else ""
 
     @property
     def function(self) -> str:
@@ -142,10 +152,36 @@ def user_frame(frames: list[Frame]) -> Frame | None:
     return None
 
 
-def describe(value: object) -> str:
-    """A short, safe rendering of an object for a message."""
-    text = repr(value)
-    return text if len(text) <= 120 else text[:117] + "..."
+def is_instance(value: object, cls: type[T]) -> TypeGuard[T]:
+    """``isinstance`` decided by the object's real type, running none of the object's code.
+
+    Plain ``isinstance`` falls back to ``value.__class__``, which a proxy or a mock answers as
+    it likes (or by raising).
+    """
+    return issubclass(type(value), cls)
+
+
+def library_attribute(obj: object, name: str, packages: frozenset[str]) -> object | None:
+    """``obj.<name>`` when ``obj``'s class belongs to one of ``packages``; ``None`` otherwise.
+
+    The diagnostics read attributes of the driver's and SQLAlchemy's own objects only: any
+    other object may answer every attribute (``ctypes.cdll`` then loads a shared library, a
+    mock grows a child) or raise anything.
+    """
+    if type(obj).__module__.split(".", 1)[0] not in packages:
+        return None
+    try:
+        return getattr(obj, name, None)
+    except Exception:  # a library property that fails on a half-closed object explains nothing
+        return None
+
+
+def message_of(exc: BaseException) -> str:
+    """``str(exc)``, or ``""`` for an exception whose ``__str__`` itself fails."""
+    try:
+        return str(exc)
+    except Exception:
+        return ""
 
 
 def raised_by(exc: BaseException, packages: frozenset[str]) -> bool:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from . import _blocker as blocker
 from ._activation import ActiveTest, SessionState, activate, check_app_objects, wants_isolation
 from ._clients import HarnessTestClient, open_async_client, resolve_app
 from ._databases import PgDatabase
@@ -35,8 +36,19 @@ __all__ = [
 
 #: Where ``pytest_configure`` keeps this process's ``Harness``.
 HARNESS_KEY = pytest.StashKey[Harness]()
+#: The blocker's policy for this run, and whether this run switched the blocker on.
+POLICY_KEY = pytest.StashKey[blocker.Policy]()
+BLOCKING_KEY = pytest.StashKey[bool]()
 #: The isolation every test gets because of the sessionmakers' kinds (None: the test's own).
 REQUIRED_MODE_KEY = pytest.StashKey[IsolationMode | None]()
+
+
+def block_unmanaged_databases(config: pytest.Config) -> None:
+    """From now until the end of the run, only pgharness's databases can be reached."""
+    policy = config.stash.get(POLICY_KEY, None)
+    if policy is not None and not config.stash.get(BLOCKING_KEY, False):
+        blocker.activate(policy)
+        config.stash[BLOCKING_KEY] = True
 
 
 def start_or_stop(harness: Harness, session: pytest.Session) -> str | None:
@@ -47,6 +59,7 @@ def start_or_stop(harness: Harness, session: pytest.Session) -> str | None:
     stop and returns the message: the controller then ends the run with it, once.
     """
     __tracebackhide__ = True
+    block_unmanaged_databases(session.config)  # before the template build runs any code
     try:
         # A wrong setting stops the run before the server starts.
         makers = check_app_objects(harness.settings)

@@ -23,7 +23,14 @@ from ._names import RunIdentity
 from ._queries import enforce_max_queries, max_queries, recording_for
 from ._tracebacks import iter_exceptions
 from .fixtures import *  # noqa: F403  (pytest discovers fixtures in the plugin module)
-from .fixtures import HARNESS_KEY, REQUIRED_MODE_KEY, start_or_stop
+from .fixtures import (
+    BLOCKING_KEY,
+    HARNESS_KEY,
+    POLICY_KEY,
+    REQUIRED_MODE_KEY,
+    block_unmanaged_databases,
+    start_or_stop,
+)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -127,7 +134,7 @@ def _configure_harness(config: pytest.Config) -> None:
     if config.getoption("pg_url", None) or any(
         key.startswith("pgharness") for key in _ini_keys(config)
     ):
-        _block_unmanaged_databases(config)
+        block_unmanaged_databases(config)
 
 
 def _ini_keys(config: pytest.Config) -> set[str]:
@@ -137,19 +144,6 @@ def _ini_keys(config: pytest.Config) -> set[str]:
     if raw is None:
         raw = config.inicfg
     return {str(key) for key in raw}
-
-
-# The blocker's policy for this run, and whether this run switched the blocker on.
-POLICY_KEY = pytest.StashKey[blocker.Policy]()
-BLOCKING_KEY = pytest.StashKey[bool]()
-
-
-def _block_unmanaged_databases(config: pytest.Config) -> None:
-    """From now until the end of the run, only pgharness's databases can be reached."""
-    policy = config.stash.get(POLICY_KEY, None)
-    if policy is not None and not config.stash.get(BLOCKING_KEY, False):
-        blocker.activate(policy)
-        config.stash[BLOCKING_KEY] = True
 
 
 def _is_xdist_controller(config: pytest.Config) -> bool:
@@ -172,10 +166,7 @@ def pytest_collection_modifyitems(
     harness = config.stash.get(HARNESS_KEY, None)
     if harness is None or _is_xdist_controller(config) or _only_lists(config):
         return
-    uses_pgharness = any(wants_isolation(item) for item in items)
-    if uses_pgharness:
-        _block_unmanaged_databases(config)
-    if uses_pgharness and start_or_stop(harness, session):
+    if any(wants_isolation(item) for item in items) and start_or_stop(harness, session):
         # An xdist worker that could not start runs nothing; the controller reports why.
         config.hook.pytest_deselected(items=list(items))
         items.clear()
