@@ -139,6 +139,35 @@ def test_doctor_is_quiet_and_exits_zero_on_a_sound_project(pytester: pytest.Pyte
     result.stdout.fnmatch_lines(["pgharness doctor: no problems found."])
 
 
+def test_doctor_names_a_sessionmaker_left_out_of_the_settings(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        myapp="""
+        from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+        from sqlalchemy.orm import DeclarativeBase
+        from sqlalchemy.pool import NullPool
+
+
+        class Base(DeclarativeBase):
+            pass
+
+
+        engine = create_async_engine("postgresql+asyncpg://app@db.invalid/app", poolclass=NullPool)
+        SessionLocal = async_sessionmaker(engine, expire_on_commit=False)
+        """
+    )
+    pytester.makefile(".ini", pytest="[pytest]\npgharness_schema = myapp:Base\n")
+    result = pytester.runpytest_subprocess("--pg-doctor", "-p", "no:randomly")
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(
+        [
+            "*[[]unconfigured-sessionmaker[]] `myapp:SessionLocal` is not named in "
+            "pgharness_sessionmakers*",
+            '*fix: pgharness_sessionmakers = [[]"myapp:SessionLocal"[]] in '
+            "[[]tool.pytest.ini_options[]].",
+        ]
+    )
+
+
 def test_doctor_reports_an_unimportable_setting(pytester: pytest.Pytester) -> None:
     pytester.makefile(
         ".ini",

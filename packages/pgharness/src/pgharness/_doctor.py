@@ -16,6 +16,7 @@ from __future__ import annotations
 import ast
 import os
 import sys
+import types
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,6 +87,7 @@ def run_doctor(config: pytest.Config) -> DoctorReport:
     findings += _loop_scopes(config, conftests, rootdir)
     findings += _event_loop_fixtures(conftests, rootdir)
     findings += _pooled_engines(engines, loaded.sessionmakers)
+    findings += _unconfigured_sessionmakers(modules, loaded.sessionmakers)
     examined = [
         f"schema: {loaded.schema_name or 'not configured (pgharness_schema)'}",
         "sessionmakers: "
@@ -328,13 +330,40 @@ def _pooled_engines(
     return findings
 
 
+def _unconfigured_sessionmakers(
+    modules: list[Any], configured: list[tuple[str, object]]
+) -> list[Finding]:
+    """Sessionmakers of the project that ``pgharness_sessionmakers`` leaves out: the app's
+    sessions from them would reach its own database (pgharness stops such connections)."""
+    found = _globals_of_type(modules, "async_sessionmaker") + _globals_of_type(
+        modules, "sessionmaker"
+    )
+    missing = [name for name, maker in found if all(maker is not known for _, known in configured)]
+    if not missing:
+        return []
+    wanted = [*(name for name, _ in configured), *missing]
+    listed = ", ".join(f'"{name}"' for name in wanted)
+    return [
+        Finding(
+            "unconfigured-sessionmaker",
+            f"{', '.join(f'`{m}`' for m in missing)} is not named in pgharness_sessionmakers: "
+            "sessions from it are not rebound to the test's transaction, so the app's writes "
+            "through it would go to the database of its own settings (pgharness stops those "
+            "connections with UnmanagedDatabaseError).",
+            f"pgharness_sessionmakers = [{listed}] in [tool.pytest.ini_options].",
+        )
+    ]
+
+
 # -- finding things -----------------------------------------------------------------------------
 
 
 def _project_modules(rootdir: Path) -> Iterator[Any]:
     root = rootdir.resolve()
     for module in list(sys.modules.values()):
-        filename = getattr(module, "__file__", None)
+        if not isinstance(module, types.ModuleType):
+            continue  # sys.modules may hold any object; only modules are read
+        filename = module.__dict__.get("__file__")
         if not filename or "site-packages" in filename:
             continue
         try:
