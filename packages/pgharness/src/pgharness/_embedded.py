@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.util
 import json
 import os
@@ -19,6 +20,7 @@ import re
 import shlex
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -68,6 +70,55 @@ def _bin_dir() -> Path:
             "PGHARNESS_URL / --pg-url to a server you run."
         )
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+
+
+def _server_bin_dir(user: str | None) -> Path:
+    """The binaries PostgreSQL runs from, reachable by the user it runs as.
+
+    Run as root, the server runs as an unprivileged system user, which cannot reach binaries
+    inside a virtualenv that lies in a folder only root may enter (``/root/...``, a ``mktemp -d``
+    folder, a CI workspace made 0700). The installation is then mirrored once (hard links where
+    the filesystem allows, else a copy: about 40 MB) into a folder every user may traverse;
+    nothing of the user's own folders changes mode.
+    """
+    bin_dir = _bin_dir()
+    if user is None or _others_may_traverse(bin_dir / "postgres"):
+        return bin_dir
+    install = bin_dir.parent
+    stamp = f"{install}|{(bin_dir / 'postgres').stat().st_mtime_ns}"
+    mirror = _shared_base() / f"pginstall-{hashlib.sha256(stamp.encode()).hexdigest()[:12]}"
+    if not (mirror / "bin" / "postgres").exists():
+        partial = mirror.with_name(f"{mirror.name}.partial-{os.getpid()}")
+        shutil.rmtree(partial, ignore_errors=True)
+        try:
+            shutil.copytree(install, partial, copy_function=_link_or_copy, symlinks=True)
+            os.replace(partial, mirror)
+        except OSError:
+            shutil.rmtree(partial, ignore_errors=True)
+            if not (mirror / "bin" / "postgres").exists():  # not another run's doing
+                raise
+    return mirror / "bin"
+
+
+def _others_may_traverse(path: Path) -> bool:
+    """Whether every folder above ``path`` lets any user through (o+x)."""
+    return all(parent.stat().st_mode & stat.S_IXOTH for parent in path.resolve().parents)
+
+
+def _shared_base() -> Path:
+    tmp = Path("/var/tmp")  # noqa: S108  (kept across reboots where possible; sticky, 1777)
+    if not tmp.is_dir():
+        tmp = Path(tempfile.gettempdir())
+    base = tmp / f"pgharness-{os.getuid() if hasattr(os, 'getuid') else 0}"
+    base.mkdir(mode=0o755, exist_ok=True)
+    return base
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
 
 
 def _is_root() -> bool:
@@ -210,7 +261,7 @@ def prepare_data_dir(version: str, user: str | None, target: Path) -> threading.
     fresh = scratch / "data"
     result = _run(
         [
-            str(_bin_dir() / "initdb"),
+            str(_server_bin_dir(user) / "initdb"),
             "-D",
             str(fresh),
             "--auth=trust",
@@ -312,10 +363,8 @@ def _stop_postgres(run_dir: _RunDir, user: str | None, mode: str) -> None:
     if not (run_dir.data / "postmaster.pid").exists():
         return
     pid = run_dir.postmaster_pid()
-    result = _run(
-        [str(_bin_dir() / "pg_ctl"), "-D", str(run_dir.data), "-w", "-t", "20", "-m", mode, "stop"],
-        user,
-    )
+    pg_ctl = str(_server_bin_dir(user) / "pg_ctl")
+    result = _run([pg_ctl, "-D", str(run_dir.data), "-w", "-t", "20", "-m", mode, "stop"], user)
     if result.returncode != 0 and pid is not None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGQUIT)
@@ -414,7 +463,7 @@ class EmbeddedServer:
         )
         result = _run(
             [
-                str(_bin_dir() / "pg_ctl"),
+                str(_server_bin_dir(self.user) / "pg_ctl"),
                 "-D",
                 str(run_dir.data),
                 "-l",
