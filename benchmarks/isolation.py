@@ -15,8 +15,14 @@ that opens its own ``SessionLocal()`` session, then counting them) and runs it u
                      ``sqla_async_sessionmaker`` to the service (installed with pip into
                      ``--pytest-sqla DIR``, never into the virtualenv, and put on PYTHONPATH
                      for its own runs only)
-    baseline         pgharness database mode, with the pgharness sources in ``--baseline DIR``
-                     (to compare a change side by side, e.g. DIR from
+    handwritten      the conftest a user writes for the loop setting: an outer transaction
+                     per test on a connection of its own, the app's sessionmaker joined with
+                     ``join_transaction_mode="create_savepoint"``; a pooled engine as wide as
+                     the loop (session loop: one for the session), or on per-test loops, where
+                     no pool can outlive a test, a ``NullPool`` engine
+    baseline         pgharness with the sources in ``--baseline DIR``, in
+                     ``--baseline-isolation`` (default ``database``) mode (to compare a change
+                     side by side, e.g. DIR from
                      ``git archive HEAD packages/pgharness/src | tar -x -C /tmp/base``)
 
 Every test asserts its own rows' count. Where a strategy claims isolation, the same query
@@ -35,13 +41,15 @@ falls inside its measured time.
 The floor is a real suite, not an empty one: on the default per-test event loop an app
 engine cannot be shared between tests (asyncpg connections belong to one loop), so the floor
 disposes the app's engine after each test, i.e. it also connects once per test. With
-``--loop-scope session`` all tests share one loop and the floor keeps its pooled connection.
+``--loop-scope session`` all tests share one loop and the floor is the app's one pooled engine,
+shared by the whole session: one connection, kept.
 
     .venv/bin/python benchmarks/isolation.py [--tests 200] [--rows 10] [--repeat 3]
         [--workers 1] [--json results.json]
         [--url postgresql://postgres@127.0.0.1:5432/postgres | --url embedded]
         [--loop-scope function] [--only none transaction ...]
-        [--baseline /tmp/base/packages/pgharness/src] [--pytest-sqla .bench/pytest-sqla]
+        [--baseline /tmp/base/packages/pgharness/src] [--baseline-isolation transaction]
+        [--pytest-sqla .bench/pytest-sqla]
 """
 
 from __future__ import annotations
@@ -69,11 +77,14 @@ STRATEGIES = (
     "create_database",
     "guide",
     "pytest_sqla",
+    "handwritten",
     "baseline",
 )
 PGHARNESS_STRATEGIES = ("transaction", "database", "baseline")
 # These clean one database by hand, so each xdist worker needs a database of its own.
 PER_WORKER_DATABASE = ("truncate", "guide")
+# These roll back: xdist workers share their one database (the floor's keeps piling up rows).
+SHARED_DATABASE = ("handwritten",)
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 REPO = Path(__file__).resolve().parent.parent
 PYTEST_SQLA = "pytest-sqla==0.0.2"
@@ -244,6 +255,55 @@ def session():
         session.commit()
 """
 
+# The conftest a user writes when the loop outlives a test: one pooled engine for as long as the
+# loop, and per test a connection, its outer transaction, and the app's sessionmaker joined to it.
+CONFTEST_HANDWRITTEN_POOLED = """
+import os
+
+import pytest
+from sqlalchemy.ext.asyncio import create_async_engine
+
+import benchapp
+
+
+@pytest.fixture(scope="LOOP_SCOPE")
+async def engine():
+    engine = create_async_engine(os.environ["BENCH_APP_URL"])
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture(autouse=True)
+async def connection(engine):
+    async with engine.connect() as connection:
+        transaction = await connection.begin()
+        benchapp.SessionLocal.configure(bind=connection, join_transaction_mode="create_savepoint")
+        yield connection
+        await transaction.rollback()
+"""
+
+# The same on per-test loops, where a pooled connection would outlive its loop: NullPool.
+CONFTEST_HANDWRITTEN_PER_TEST = """
+import os
+
+import pytest
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
+
+import benchapp
+
+engine = create_async_engine(os.environ["BENCH_APP_URL"], poolclass=NullPool)
+
+
+@pytest.fixture(autouse=True)
+async def connection():
+    async with engine.connect() as connection:
+        transaction = await connection.begin()
+        benchapp.SessionLocal.configure(bind=connection, join_transaction_mode="create_savepoint")
+        yield connection
+        await transaction.rollback()
+"""
+
 # pytest-sqla's README: test sessions behave like the app's own sessionmaker.
 CONFTEST_PYTEST_SQLA = """
 import os
@@ -286,11 +346,13 @@ def _ensure_pytest_sqla(target: Path) -> None:
     subprocess.run([*command, "--target", str(target), PYTEST_SQLA], check=True)
 
 
-def _test_module(strategy: str, tests: int, rows: int) -> str:
+def _test_module(strategy: str, tests: int, rows: int, baseline_isolation: str = "database") -> str:
     """The suite's tests as this strategy writes them."""
     header = "import pytest\nimport benchapp\n"
     if strategy in PGHARNESS_STRATEGIES:
         mode = "transaction" if strategy == "transaction" else "database"
+        if strategy == "baseline":
+            mode = baseline_isolation
         header += f'\npytestmark = pytest.mark.pg_isolation("{mode}")\n'
     if strategy == "guide":
         return header + "".join(TEST_GUIDE.format(i=i, rows=rows) for i in range(tests))
@@ -321,6 +383,10 @@ def _conftest(strategy: str, loop_scope: str) -> str:
         return WORKER_DATABASE + CONFTEST_GUIDE
     if strategy == "pytest_sqla":
         return CONFTEST_PYTEST_SQLA
+    if strategy == "handwritten":
+        if per_test_dispose:
+            return CONFTEST_HANDWRITTEN_PER_TEST
+        return CONFTEST_HANDWRITTEN_POOLED.replace("LOOP_SCOPE", loop_scope)
     return ""
 
 
@@ -332,7 +398,8 @@ def _prepare(
     work.mkdir(exist_ok=True)
     (work / "benchapp.py").write_text(APP)
     _support.write_timer(work)
-    (work / "test_bench.py").write_text(_test_module(strategy, args.tests, args.rows))
+    module = _test_module(strategy, args.tests, args.rows, args.baseline_isolation)
+    (work / "test_bench.py").write_text(module)
     (work / "conftest.py").write_text(textwrap.dedent(_conftest(strategy, args.loop_scope)))
     ini = [
         "[pytest]",
@@ -398,6 +465,7 @@ def _strategy_env(
 def _databases(prefix: str, strategies: list[str], workers: int) -> dict[str, list[str]]:
     """The databases to create, by what they are made from: the template, or empty."""
     from_template = [prefix + "floor"]
+    from_template += [prefix + s for s in SHARED_DATABASE if s in strategies]
     for strategy in strategies:
         if strategy in PER_WORKER_DATABASE:
             if workers > 1:
@@ -438,6 +506,12 @@ def _parse_args() -> argparse.Namespace:
         help="a folder holding another pgharness package: adds the 'baseline' strategy",
     )
     parser.add_argument(
+        "--baseline-isolation",
+        default="database",
+        choices=("transaction", "database"),
+        help="the pg_isolation mode of the baseline strategy's tests",
+    )
+    parser.add_argument(
         "--pytest-sqla",
         metavar="DIR",
         default=str(REPO / ".bench" / "pytest-sqla"),
@@ -467,7 +541,7 @@ def main() -> int:
     template = prefix + "tpl"
     databases = _databases(prefix, args.only, args.workers)
     names = {"floor": prefix + "floor", "pytest_sqla": prefix + "pytest_sqla"}
-    names.update({s: prefix + s for s in PER_WORKER_DATABASE})
+    names.update({s: prefix + s for s in (*PER_WORKER_DATABASE, *SHARED_DATABASE)})
     server = _support.server(args.url)
     address = server.address
     admin = address.connect()
@@ -537,6 +611,7 @@ def main() -> int:
             "median_ms": {s: statistics.median(v) for s, v in timings.items()},
             "wall_s": {s: [round(r.wall_s, 3) for r in values] for s, values in runs.items()},
             "baseline": args.baseline,
+            "baseline_isolation": args.baseline_isolation if args.baseline else None,
             "pytest_sqla": PYTEST_SQLA if "pytest_sqla" in args.only else None,
         }
         _support.write_report(args.json, report)

@@ -49,6 +49,8 @@ PYTEST_SQLA = "0.0.2"
 STRATEGY_NOTES = {
     "none": "no isolation: the floor (rows pile up, nothing is cleaned)",
     "transaction": "pgharness default: outer transaction, the app's commits become savepoints",
+    "handwritten": "hand-written conftest: outer transaction per test, the app's sessionmaker "
+    "joined with create_savepoint (pooled engine on a session loop, NullPool on per-test loops)",
     "database": 'pgharness `pg_isolation("database")`: a clone from the warm pool per test',
     "truncate": "hand-written conftest: `TRUNCATE` after each test",
     "create_database": "hand-written conftest: `CREATE DATABASE ... TEMPLATE` per test, dropped",

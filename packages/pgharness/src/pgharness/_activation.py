@@ -27,7 +27,7 @@ from ._isolation import (
     pg_isolation,
     required_mode,
 )
-from ._loops import LoopDriver, is_async_test, loop_driver_for_async_test
+from ._loops import LoopDriver, RunnerDriver, is_async_test, loop_driver_for_async_test
 from ._portal import HarnessLoop
 
 __all__ = [
@@ -211,6 +211,8 @@ def activate(request: pytest.FixtureRequest, state_fixture: str) -> Iterator[Act
         engines=state.engines,
         loop_label=driver.label,
         nodeid=item.nodeid,
+        # The loop thread of def tests lives as long as the session.
+        reuse=driver.outlives_test if isinstance(driver, RunnerDriver) else True,
     )
     problems: list[str] = []
     blocked_before = blocker.blocked_count()

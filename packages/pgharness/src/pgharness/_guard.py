@@ -1,10 +1,14 @@
 """The guard on a test's database connection: fail the test that would break its isolation.
 
-``ConnectionGuard`` listens to every statement on the test's connection and stops, before the
-driver sees it: committing or ending the outer transaction, use of the connection from another
-event loop, and two sessions using it at once. Each error says what happened and the fix, and
-leaves the connection usable. It also remembers the tasks that used the connection, so the
-teardown can name those still running.
+``ConnectionGuard`` sees every statement on the test's connection and stops, before the driver
+sees it: committing or ending the outer transaction, use of the connection from another event
+loop, and two sessions using it at once. Each error says what happened and the fix, and leaves
+the connection usable. It also remembers the tasks that used the connection, so the teardown
+can name those still running.
+
+The listeners are put on the engine once (``watch_engine``) and find the guard of the
+connection at hand (``ConnectionGuard.attach``): listening on each test's connection would
+cost more than the rest of the guard's work together.
 """
 
 from __future__ import annotations
@@ -19,13 +23,15 @@ from ._errors import ConcurrentUseError, CrossLoopError, IsolationError
 from ._loops import HARNESS_LOOP_LABEL
 
 if TYPE_CHECKING:
-    from sqlalchemy import Connection
+    from sqlalchemy import Connection, Engine
 
-__all__ = ["ConnectionGuard", "first_line"]
+__all__ = ["ConnectionGuard", "first_line", "watch_engine"]
 
-# Statements that would end the outer transaction behind SQLAlchemy's back.
+# Statements that would end the outer transaction behind SQLAlchemy's back; and PREPARE, whose
+# statement outlives the rollback (the teardown deallocates it).
 _ENDS_TRANSACTION = re.compile(
-    r"^\s*(COMMIT|END|ABORT|ROLLBACK(?!\s+(WORK\s+|TRANSACTION\s+)?TO\b)|PREPARE\s+TRANSACTION)\b",
+    r"^\s*(?:(?P<ends>COMMIT|END|ABORT|ROLLBACK(?!\s+(?:WORK\s+|TRANSACTION\s+)?TO\b)"
+    r"|PREPARE\s+TRANSACTION)|(?P<prepare>PREPARE))\b",
     re.IGNORECASE,
 )
 # Savepoint statements, to follow which task holds which savepoint on the test's connection.
@@ -80,13 +86,16 @@ class ConnectionGuard:
     savepoints: list[tuple[str, asyncio.Task[Any] | None]] = field(default_factory=list)
     ended_savepoints: dict[str, tuple[str, str]] = field(default_factory=dict)  # (began, ended)
     concurrent_use: bool = False  # a ConcurrentUseError was raised: it already explains
+    prepared: bool = False  # the test ran PREPARE: a statement that outlives its transaction
 
-    def install(self, connection: Connection) -> None:
-        from sqlalchemy import event
+    def attach(self, connection: Connection | None) -> None:
+        """Guard ``connection`` (of an engine given to ``watch_engine``) until ``detach``."""
+        if connection is not None:
+            _ATTACHED[connection] = self
 
-        event.listen(connection, "before_cursor_execute", self._before_cursor_execute, retval=True)
-        event.listen(connection, "commit", self._on_commit)
-        event.listen(connection, "rollback", self._on_rollback)
+    def detach(self, connection: Connection | None) -> None:
+        if connection is not None and _ATTACHED.get(connection) is self:
+            del _ATTACHED[connection]
 
     def check_loop(self, doing: str) -> None:
         # Not get_running_loop(): its RuntimeError would be chained to our MissingGreenlet
@@ -117,8 +126,12 @@ class ConnectionGuard:
         context: Any,
         executemany: bool,
     ) -> tuple[str, Any]:
-        self.check_loop(f"run {first_line(statement)!r}")
-        if self.outer_transaction and not self.closing and _ENDS_TRANSACTION.match(statement):
+        if asyncio._get_running_loop() is not self.loop:  # the message only when it is needed
+            self.check_loop(f"run {first_line(statement)!r}")
+        control = _ENDS_TRANSACTION.match(statement)
+        if control is not None and control["prepare"]:
+            self.prepared = True
+        elif control is not None and self.outer_transaction and not self.closing:
             raise IsolationError(
                 f"{self.nodeid}: {first_line(statement)!r} would end the test's outer "
                 "transaction, and everything after it would be committed for real. It was not "
@@ -206,6 +219,40 @@ class ConnectionGuard:
     def leftover_tasks(self) -> list[asyncio.Task[Any]]:
         current = asyncio.current_task()
         return [t for t in self.tasks if not t.done() and t is not current]
+
+
+# The guarded connections of every watched engine: a test's ``Connection`` -> its guard.
+_ATTACHED: dict[Any, ConnectionGuard] = {}
+
+
+def watch_engine(engine: Engine) -> None:
+    """Route the statements, commits and rollbacks of ``engine``'s connections to their guards."""
+    from sqlalchemy import event
+
+    event.listen(engine, "before_cursor_execute", _route_statement, retval=True)
+    event.listen(engine, "commit", _route_commit)
+    event.listen(engine, "rollback", _route_rollback)
+
+
+def _route_statement(
+    conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
+) -> tuple[str, Any]:
+    guard = _ATTACHED.get(conn)
+    if guard is None:
+        return statement, parameters
+    return guard._before_cursor_execute(conn, cursor, statement, parameters, context, executemany)
+
+
+def _route_commit(conn: Any) -> None:
+    guard = _ATTACHED.get(conn)
+    if guard is not None:
+        guard._on_commit(conn)
+
+
+def _route_rollback(conn: Any) -> None:
+    guard = _ATTACHED.get(conn)
+    if guard is not None:
+        guard._on_rollback(conn)
 
 
 def _raise_missing_greenlet(doing: str) -> None:

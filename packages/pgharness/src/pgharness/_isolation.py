@@ -1,9 +1,10 @@
 """Per-test isolation: one connection and an outer transaction, or a whole database.
 
-``transaction`` (default): the test gets one ``AsyncConnection`` opened on the loop it runs on,
-with an outer transaction that is rolled back at teardown. The app's sessionmakers are rebound
-to it with ``join_transaction_mode="create_savepoint"``: a ``commit()`` releases a savepoint, a
-``rollback()`` returns to one, and nothing outlives the test.
+``transaction`` (default): the test gets one ``AsyncConnection`` on the loop it runs on, with
+an outer transaction that is rolled back at teardown. The app's sessionmakers are rebound to it
+with ``join_transaction_mode="create_savepoint"``: a ``commit()`` releases a savepoint, a
+``rollback()`` returns to one, and nothing outlives the test. Consecutive tests on one loop
+reuse its database connection, reset between them (``_connections.py``).
 
 ``database``: the test gets a database of its own from the warm pool, with no outer
 transaction; the sessionmakers are rebound to an engine with a real pool on the test's loop.
@@ -21,24 +22,29 @@ The test's own sessions (``async_db``, ``db``) re-read rows their queries return
 (``refresh_on_select``), so they see what the app committed in its sessions.
 
 The test's connection carries a ``ConnectionGuard`` (``_guard.py``); the teardown names tasks
-still using it.
+still using it. A connection whose state the teardown cannot vouch for (the outer transaction
+gone, a statement cancelled mid-way, the driver connection changed, a failed reset) is closed
+for real: the next test gets a new one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ._errors import ConfigurationError
-from ._guard import ConnectionGuard
+from ._guard import ConnectionGuard, watch_engine
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection, Engine, Transaction
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, AsyncTransaction
     from sqlalchemy.orm import ORMExecuteState, Session
+
+    from ._connections import LoopPool
 
 __all__ = [
     "BOTH_KINDS_NOTE",
@@ -168,9 +174,10 @@ class Rebinding:
 class EngineCache:
     """Engines for ``transaction`` isolation, one per database, shared by every loop.
 
-    The async engine uses ``NullPool``: a connection is opened on the loop of the test that
-    asks and closed at its teardown, so no connection ever crosses loops, whatever the loop
-    scopes. The psycopg engine (for plain ``sessionmaker``) is an ordinary pool.
+    The async engine's pool (``LoopPool``) keeps one connection per event loop, so no
+    connection ever crosses loops, whatever the loop scopes, and tests on one loop reuse it.
+    The psycopg engine (for plain ``sessionmaker``) is an ordinary pool: a blocking connection
+    belongs to no loop.
     """
 
     def __init__(self) -> None:
@@ -181,9 +188,13 @@ class EngineCache:
         engine = self._async.get(url)
         if engine is None:
             from sqlalchemy.ext.asyncio import create_async_engine
-            from sqlalchemy.pool import NullPool
 
-            engine = self._async[url] = create_async_engine(url, poolclass=NullPool)
+            from ._connections import HarnessConnection, LoopPool
+
+            engine = self._async[url] = create_async_engine(
+                url, poolclass=LoopPool, connect_args={"connection_class": HarnessConnection}
+            )
+            watch_engine(engine.sync_engine)
         return engine
 
     def sync_engine(self, url: str) -> Engine:
@@ -198,7 +209,9 @@ class EngineCache:
         for engine in self._sync.values():
             engine.dispose()
         for async_engine in self._async.values():
-            async_engine.sync_engine.dispose(close=False)  # NullPool: nothing is open
+            # A connection still idle belongs to a loop that has not ended yet: it is closed
+            # when that loop ends, on that loop (LoopPool).
+            async_engine.sync_engine.dispose(close=False)
         self._sync.clear()
         self._async.clear()
 
@@ -219,6 +232,8 @@ class TestIsolation:
     engines: EngineCache
     loop_label: str
     nodeid: str
+    #: The test's loop may run further tests: its connection is kept for them.
+    reuse: bool = False
     connection: AsyncConnection | None = None
     engine: AsyncEngine | None = None
     guard: ConnectionGuard | None = None
@@ -252,12 +267,13 @@ class TestIsolation:
             self._sync_engine = create_engine(self.sync_url)
 
     def stop_sync(self) -> None:
+        connection = self._sync_connection
         try:
-            if self._sync_outer is not None and self._sync_outer.is_active:
-                self._sync_outer.rollback()
+            if connection is not None:
+                _end_sync_connection(connection, self._sync_outer)
         finally:
-            if self._sync_connection is not None:
-                self._sync_connection.close()
+            if connection is not None:
+                connection.close()  # back to the pool, for the next test
             if self._sync_engine is not None:
                 self._sync_engine.dispose()
             self._sync_connection = self._sync_outer = self._sync_engine = None
@@ -273,7 +289,7 @@ class TestIsolation:
             pass  # nothing async to bind: the psycopg connection of start_sync serves all
         elif transaction:
             self.connection = await self.engines.async_engine(self.url).connect()
-            self.guard.install(self.connection.sync_connection)  # type: ignore[arg-type]
+            self.guard.attach(self.connection.sync_connection)
             self._outer = await self.connection.begin()
             async_bind = self.connection
         else:
@@ -355,17 +371,55 @@ class TestIsolation:
         return problems
 
     async def _close_connection(self) -> None:
+        """Roll the test back; keep the connection for the loop's next test, or close it."""
         connection = self.connection
         assert connection is not None
         self.connection = None
         try:
-            if self._outer is not None and self._outer.is_active:
-                await self._outer.rollback()
-            else:
+            if self._outer is not None and self._outer.is_active and not connection.invalidated:
+                from ._connections import end_transaction
+
+                prepared = self.guard is not None and self.guard.prepared
+                keep = self.reuse
+                if await end_transaction(connection, self._outer, keep=keep, prepared=prepared):
+                    await _loop_pool(connection).keep(connection)
+            elif not connection.invalidated:
                 # The outer transaction is no longer ours to roll back: closing the
                 # connection for real makes the server discard whatever is open.
                 await connection.invalidate()
         except Exception:
-            await connection.invalidate()
+            with contextlib.suppress(Exception):
+                await connection.invalidate()
         finally:
-            await connection.close()
+            if self.guard is not None:
+                self.guard.detach(connection.sync_connection)
+            await connection.close()  # kept for the loop's next test, or closed
+
+
+def _loop_pool(connection: AsyncConnection) -> LoopPool:
+    from ._connections import LoopPool
+
+    pool = connection.sync_engine.pool
+    assert isinstance(pool, LoopPool)
+    return pool
+
+
+def _end_sync_connection(connection: Connection, outer: Transaction | None) -> None:
+    """Roll back and reset the test's psycopg connection, or invalidate it if that fails."""
+    from ._connections import reset_sync_session, sync_driver_state_changed
+
+    try:
+        if outer is None or not outer.is_active or connection.invalidated:
+            raise _NotReusable
+        outer.rollback()
+        if sync_driver_state_changed(connection):
+            raise _NotReusable
+        reset_sync_session(connection)
+    except Exception:
+        # The pool then opens a new connection for the next test.
+        with contextlib.suppress(Exception):
+            connection.invalidate()
+
+
+class _NotReusable(Exception):
+    """The test's connection must not serve another test."""

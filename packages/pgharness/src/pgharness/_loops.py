@@ -326,6 +326,9 @@ class RunnerDriver:
     label: str
     _run: Callable[[Callable[[], Awaitable[Any]]], Any]
     _release: Callable[[], None] = field(default=lambda: None)
+    #: Whether the loop may run further tests (not a pytest-asyncio per-test loop). anyio's
+    #: runner lives while anything holds it, which the test cannot know: it counts as lasting.
+    outlives_test: bool = True
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -395,7 +398,12 @@ def _pytest_asyncio_driver(request: pytest.FixtureRequest, scope: str) -> Runner
     def run(make: Callable[[], Awaitable[Any]]) -> Any:
         return runner.run(_as_coroutine(make))
 
-    return RunnerDriver(runner=runner, label=f"pytest-asyncio {scope}-scoped loop", _run=run)
+    return RunnerDriver(
+        runner=runner,
+        label=f"pytest-asyncio {scope}-scoped loop",
+        _run=run,
+        outlives_test=scope != "function",
+    )
 
 
 def _anyio_driver(request: pytest.FixtureRequest) -> RunnerDriver:
