@@ -28,6 +28,8 @@ MACHINE_PG_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 # pytest exits 5 when it collected nothing: every target below treats that as a failure.
 PYTEST := $(BIN)/python -m pytest
 CI_PYTEST_ARGS := -n 2 -p randomly -q --timeout=300
+# `make test` runs each suite on this many xdist workers (TEST_WORKERS=0: one process).
+TEST_WORKERS ?= 2
 COVERAGE_ENV := COVERAGE_RCFILE=$(CURDIR)/pyproject.toml COVERAGE_FILE=$(CURDIR)/.coverage
 
 .PHONY: install run test test-dashtam test-pgharness test-bench test-unit test-integration test-api \
@@ -45,15 +47,19 @@ install: $(STAMP)
 run: $(STAMP)  ## Serve Dashtam on http://127.0.0.1:8000 (embedded PostgreSQL unless DATABASE_URL is set)
 	$(BIN)/dashtam serve
 
-test: test-dashtam test-pgharness test-bench  ## Every test: Dashtam's, pgharness's, the benchmarks'
+# The benchmarks' check (`make test-bench`, a miniature `make bench`) runs in CI (`make ci-test`).
+test: test-dashtam test-pgharness  ## Dashtam's and pgharness's suites, each on two workers
 
 test-dashtam: $(STAMP)
-	$(PYTEST) tests $(PYTEST_ARGS)
+	$(PYTEST) tests -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 # pgharness's suite picks its servers itself (embedded, and the machine's for its external
-# tests): the test-up server is for Dashtam's suite.
+# tests): the test-up server is for Dashtam's suite. Its run writes bytecode even where
+# PYTHONDONTWRITEBYTECODE is set: pytest then caches its assertion rewrites of the plugins, which
+# the suite's many inner pytest processes read instead of redoing (a quarter second each).
 test-pgharness: $(STAMP)
-	cd packages/pgharness && env -u PGHARNESS_URL $(CURDIR)/$(PYTEST) $(PYTEST_ARGS)
+	cd packages/pgharness && env -u PGHARNESS_URL -u PYTHONDONTWRITEBYTECODE \
+		$(CURDIR)/$(PYTEST) -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 test-unit: $(STAMP)  ## Dashtam's unit tests (no database)
 	$(PYTEST) tests/unit $(PYTEST_ARGS)

@@ -3,18 +3,34 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+# Imported here, before any pytester snapshot of sys.modules: once an in-process inner run has
+# restored the snapshot, re-importing asyncpg's C extension crashes the interpreter, and
+# re-importing SQLAlchemy's PostgreSQL dialect registers its functions twice (SAWarning noise).
+import asyncpg  # noqa: F401
 import psycopg
 import pytest
-
-# Imported before any pytester snapshot of sys.modules: a re-import after a snapshot is
-# restored registers SQLAlchemy's PostgreSQL functions twice (SAWarning noise).
-import sqlalchemy.dialects.postgresql  # noqa: F401
+import sqlalchemy.dialects.postgresql
+import sqlalchemy.ext.asyncio  # noqa: F401
+from pgharness._embedded import EmbeddedServer, cache_dir, runtime_base
 
 #: The machine's PostgreSQL server (trust auth), used for the external-URL tests.
 EXTERNAL_URL = os.environ.get("PGHARNESS_TEST_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+#: Options every inner run gets. The repository's environment also holds Dashtam's test tools,
+#: whose pytest plugins a pgharness user does not have; loading them (Hypothesis, through
+#: schemathesis) costs each inner run two seconds of CPU and changes nothing pgharness does.
+INNER_ADDOPTS = "-p no:schemathesis -p no:hypothesispytest"
+
+
+#: Where embedded servers keep their ``initdb`` result, read before pytester moves HOME. Inner
+#: runs share it, as a developer's runs do (``no_initdb_cache`` for a first start).
+INITDB_CACHE = cache_dir()
+#: Where the shared server's folder goes, read before ``runtime_dir`` moves it.
+RUNTIME_BASE = runtime_base()
 
 
 @pytest.fixture
@@ -29,12 +45,64 @@ def database_names(conn: psycopg.Connection[tuple[object, ...]], like: str = "pg
     return {str(row[0]) for row in rows}
 
 
+@pytest.fixture(scope="session")
+def shared_server_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """An embedded server for the inner runs of this run, started once and shared by the
+    xdist workers (one run id): their templates are built once, not per inner run."""
+    import hashlib
+    import uuid
+
+    workerinput = getattr(request.config, "workerinput", None)
+    uid = str(workerinput["testrunuid"]) if workerinput else uuid.uuid4().hex
+    run_id = hashlib.sha256(f"{uid}:inner runs".encode()).hexdigest()[:10]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PGHARNESS_RUNTIME_DIR", str(RUNTIME_BASE))
+        mp.setenv("PGHARNESS_CACHE_DIR", str(INITDB_CACHE))
+        server = EmbeddedServer(run_id)
+    try:
+        yield server.address.url("postgresql", "postgres")
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def pytester(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, shared_server_url: str
+) -> pytest.Pytester:
+    """pytester whose inner runs (in process or not) use the run's shared server
+    (``PGHARNESS_URL``), the shared initdb cache and ``INNER_ADDOPTS``; pytester itself has
+    dropped the outer run's ``PYTEST_ADDOPTS``. A test that needs a server of its own (the
+    embedded default, or ``server_args``) uses ``project``.
+
+    Inner runs write no bytecode: a project's module rewritten within a second at the same
+    size would otherwise be imported from its stale cache.
+    """
+    monkeypatch.setenv("PGHARNESS_URL", shared_server_url)
+    monkeypatch.setenv("PYTEST_ADDOPTS", INNER_ADDOPTS)
+    monkeypatch.setenv("PGHARNESS_CACHE_DIR", str(INITDB_CACHE))
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    return pytester
+
+
+@pytest.fixture
+def no_initdb_cache(
+    pytester: pytest.Pytester,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Path:
+    """Inner runs start their embedded servers as on a machine that never ran pgharness:
+    ``initdb`` runs, and its result is cached into this empty folder."""
+    path = tmp_path_factory.mktemp("initdb-cache")
+    monkeypatch.setenv("PGHARNESS_CACHE_DIR", str(path))
+    return path
+
+
 @pytest.fixture
 def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
-    """A pytester project whose inner runs see none of the outer run's pgharness settings."""
+    """A pytester project whose inner runs see none of the outer run's pgharness settings:
+    they start their own embedded server unless a test passes ``--pg-url``."""
     monkeypatch.delenv("PGHARNESS_URL", raising=False)
-    # Inner runs get a clean plugin set: the outer run's -p options do not leak in.
-    monkeypatch.delenv("PYTEST_ADDOPTS", raising=False)
     return pytester
 
 

@@ -31,7 +31,7 @@ def test_a_projects_own_client_and_db_fixtures_do_not_activate_pgharness(
             assert db == {"rows": []}
         """
     )
-    result = project.runpytest_subprocess("-p", "no:randomly")
+    result = project.runpytest("-p", "no:randomly")
     result.assert_outcomes(passed=1)
     assert STARTED not in result.stdout.str()
 
@@ -54,7 +54,7 @@ def test_a_project_fixture_built_on_a_pgharness_fixture_activates_it(
             assert database_name.startswith("pgh_")
         """
     )
-    result = project.runpytest_subprocess("-p", "no:randomly")
+    result = project.runpytest("-p", "no:randomly")
     result.assert_outcomes(passed=1)
     assert STARTED in result.stdout.str()
 
@@ -70,7 +70,7 @@ def test_listing_options_start_nothing(project: pytest.Pytester, listing: str) -
             pass
         """
     )
-    result = project.runpytest_subprocess(listing)
+    result = project.runpytest(listing)
     assert result.ret == 0, result.stdout.str()
     assert STARTED not in result.stdout.str()
     assert "pgh_tpl_" not in result.stdout.str()
@@ -81,7 +81,7 @@ def test_a_misspelled_setting_stops_the_run_with_did_you_mean(project: pytest.Py
     ini = project.path / "pytest.ini"
     ini.write_text(ini.read_text().replace("pgharness_sessionmakers", "pgharness_sessionmaker"))
     project.makepyfile("def test_register(client):\n    pass\n")
-    result = project.runpytest_subprocess()
+    result = project.runpytest()
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
         [

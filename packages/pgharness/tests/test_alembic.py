@@ -205,7 +205,7 @@ def test_env_py_migrates_pgharness_database(
 ) -> None:
     make_project(project.path, ENVS[env])
 
-    result = project.runpytest_subprocess(*server_args, "-p", "no:randomly", "-s")
+    result = project.runpytest(*server_args, "-p", "no:randomly", "-s")
 
     result.assert_outcomes(passed=1)
     output = result.stdout.str() + result.stderr.str()
@@ -231,7 +231,7 @@ def test_version_table_of_its_own_in_a_schema_from_setup_sql(
         version_table="meta.schema_versions",
     )
 
-    result = project.runpytest_subprocess("-p", "no:randomly")
+    result = project.runpytest("-p", "no:randomly")
 
     result.assert_outcomes(passed=1)
 
@@ -253,7 +253,7 @@ def test_a_migration_with_an_autocommit_block_runs(
     # Statements PostgreSQL runs only outside a transaction work as from the command line.
     make_project(project.path, COOKBOOK_SYNC_ENV, revision=AUTOCOMMIT_REVISION)
 
-    result = project.runpytest_subprocess("-p", "no:randomly")
+    result = project.runpytest("-p", "no:randomly")
 
     result.assert_outcomes(passed=1)
 
@@ -312,7 +312,7 @@ def test_env_py_that_connects_to_the_apps_database_stops_the_run(
     (project.path / "myapp" / "__init__.py").write_text("")
     (project.path / "myapp" / "settings.py").write_text(APP_SETTINGS.format(url=url))
 
-    result = project.runpytest_subprocess(*server_args, "-p", "no:randomly")
+    result = project.runpytest(*server_args, "-p", "no:randomly")
 
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.assert_outcomes()
@@ -343,7 +343,7 @@ def test_env_py_that_migrates_an_allowed_database_instead_stops_the_run(
     settings = APP_SETTINGS.format(url=developer_database.sync_url)
     (project.path / "myapp" / "settings.py").write_text(settings)
 
-    result = project.runpytest_subprocess("-p", "no:randomly")
+    result = project.runpytest("-p", "no:randomly")
 
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.assert_outcomes()
@@ -372,7 +372,7 @@ if context.is_offline_mode():
 """,
     )
 
-    result = project.runpytest_subprocess("-p", "no:randomly")
+    result = project.runpytest("-p", "no:randomly")
 
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.assert_outcomes()

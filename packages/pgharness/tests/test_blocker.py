@@ -100,7 +100,7 @@ def test_every_way_out_is_blocked_with_its_fix(
             assert response.status_code == 201
         """
     )
-    result = project.runpytest_subprocess(*server_args, "-p", "no:randomly", "-rfE")
+    result = project.runpytest(*server_args, "-p", "no:randomly", "-rfE")
     out = result.stdout.str()
     result.assert_outcomes(passed=2, failed=3, errors=2)
     # The direct session: the engine is named, and what to do instead.
@@ -146,7 +146,7 @@ def test_a_forgotten_sessionmakers_setting_names_the_line_to_add(
             assert client.post("/users", json={"email": "b@example.com"}).status_code == 201
         """
     )
-    result = project.runpytest_subprocess(*server_args, "-p", "no:randomly")
+    result = project.runpytest(*server_args, "-p", "no:randomly")
     assert result.ret != 0
     out = result.stdout.str()
     assert out.count('    pgharness_sessionmakers = ["myapp:SessionLocal"]') >= 2, out
@@ -169,7 +169,7 @@ def test_a_sessionmaker_rebound_by_the_lifespan_is_caught(
             await async_client.post("/users", json={"email": "a@example.com"})
         """
     )
-    result = project.runpytest_subprocess("-p", "no:randomly")
+    result = project.runpytest("-p", "no:randomly")
     assert result.ret != 0
     result.stdout.fnmatch_lines(["*the app bound it to its engine again during the test*"])
     dev.assert_untouched()
@@ -193,7 +193,7 @@ def test_an_engine_made_in_the_lifespan_is_blocked(
             pass
         """
     )
-    result = project.runpytest_subprocess("-p", "no:randomly")
+    result = project.runpytest("-p", "no:randomly")
     assert result.ret != 0
     result.stdout.fnmatch_lines(
         [
@@ -228,7 +228,7 @@ def test_allowed_urls_are_reached_and_passwords_never_shown(
             assert "postgresql://app@127.0.0.1:5432/other_db" in str(caught.value)
         """
     )
-    result = project.runpytest_subprocess("-p", "no:randomly", "-rfE")
+    result = project.runpytest("-p", "no:randomly", "-rfE")
     # The second test caught the error itself: the blocked attempt still fails it at teardown.
     result.assert_outcomes(passed=2, errors=1)
     assert "s3cr3t-pw" not in result.stdout.str() + result.stderr.str()

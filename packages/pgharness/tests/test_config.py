@@ -95,7 +95,7 @@ def test_bad_url_in_ini_stops_pytest_at_start(project: pytest.Pytester) -> None:
     project.makeini("[pytest]\npgharness_url = postgres ql://me:hunter2@db/x\n")
     project.makepyfile(USES_DATABASE)
 
-    result = project.runpytest_subprocess()
+    result = project.runpytest()
 
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["ERROR: pgharness_url = * Fix:*"])
@@ -112,7 +112,7 @@ def _exit_message(result: pytest.RunResult) -> str:
 def test_unreachable_server_stops_the_run_with_one_message(project: pytest.Pytester) -> None:
     project.makepyfile(USES_DATABASE)
 
-    result = project.runpytest_subprocess("--pg-url=postgresql://me:hunter2@127.0.0.1:1/db")
+    result = project.runpytest("--pg-url=postgresql://me:hunter2@127.0.0.1:1/db")
 
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     message = _exit_message(result)
@@ -127,7 +127,7 @@ def test_schema_that_does_not_import_stops_the_run(project: pytest.Pytester) -> 
     project.makeini("[pytest]\npgharness_schema = missing_models:Base\n")
     project.makepyfile(USES_DATABASE)
 
-    result = project.runpytest_subprocess(f"--pg-url={EXTERNAL_URL}")
+    result = project.runpytest(f"--pg-url={EXTERNAL_URL}")
 
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     message = _exit_message(result)
@@ -139,7 +139,7 @@ def test_schema_object_of_the_wrong_type_stops_the_run(project: pytest.Pytester)
     project.makeini("[pytest]\npgharness_schema = models:Base\n")
     project.makepyfile(models="Base = 42", test_it=USES_DATABASE)
 
-    result = project.runpytest_subprocess(f"--pg-url={EXTERNAL_URL}")
+    result = project.runpytest(f"--pg-url={EXTERNAL_URL}")
 
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert "is a int, not a MetaData or a declarative base" in _exit_message(result)
@@ -160,7 +160,7 @@ def test_failing_migration_stops_the_run(project: pytest.Pytester) -> None:
     )
     project.makepyfile(USES_DATABASE)
 
-    result = project.runpytest_subprocess(f"--pg-url={EXTERNAL_URL}")
+    result = project.runpytest(f"--pg-url={EXTERNAL_URL}")
 
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     message = _exit_message(result)
@@ -171,9 +171,7 @@ def test_failing_migration_stops_the_run(project: pytest.Pytester) -> None:
 def test_unreachable_server_under_xdist_stops_the_run_once(project: pytest.Pytester) -> None:
     project.makepyfile(USES_DATABASE)
 
-    result = project.runpytest_subprocess(
-        "-n", "2", "--pg-url=postgresql://me:hunter2@127.0.0.1:1/db"
-    )
+    result = project.runpytest("-n", "2", "--pg-url=postgresql://me:hunter2@127.0.0.1:1/db")
 
     output = result.stdout.str() + result.stderr.str()
     assert result.ret == pytest.ExitCode.USAGE_ERROR
@@ -185,7 +183,7 @@ def test_unreachable_server_under_xdist_stops_the_run_once(project: pytest.Pytes
 def test_help_works_whatever_the_settings(project: pytest.Pytester) -> None:
     project.makeini("[pytest]\npgharness_schema = not a schema\n")
 
-    result = project.runpytest_subprocess("--help")
+    result = project.runpytest("--help")
 
     assert result.ret == pytest.ExitCode.OK
     result.stdout.fnmatch_lines(["*--pg-url=URL*", "*pgharness_schema (string)*"])
@@ -234,7 +232,7 @@ def test_a_setting_naming_the_wrong_object_stops_the_run_at_start(
         test_it=USES_DATABASE,
     )
 
-    result = project.runpytest_subprocess(f"--pg-url={EXTERNAL_URL}")
+    result = project.runpytest(f"--pg-url={EXTERNAL_URL}")
 
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert message in _exit_message(result)
@@ -246,7 +244,7 @@ def test_a_wrong_sessionmaker_under_xdist_stops_the_run_once(project: pytest.Pyt
     project.makeini("[pytest]\npgharness_sessionmakers = missing_db:SessionLocal\n")
     project.makepyfile(USES_DATABASE)
 
-    result = project.runpytest_subprocess("-n", "2", f"--pg-url={EXTERNAL_URL}")
+    result = project.runpytest("-n", "2", f"--pg-url={EXTERNAL_URL}")
 
     output = result.stdout.str() + result.stderr.str()
     assert result.ret == pytest.ExitCode.USAGE_ERROR
@@ -260,7 +258,7 @@ def test_a_run_without_database_tests_imports_no_app_object(project: pytest.Pyte
     )
     project.makepyfile(boom=BOOM, test_plain="def test_plain():\n    pass\n")
 
-    result = project.runpytest_subprocess()
+    result = project.runpytest()
 
     result.assert_outcomes(passed=1)
     assert "imported" not in result.stdout.str() + result.stderr.str()

@@ -35,11 +35,26 @@ class Item(Base):
 
 
 @pytest.fixture
-def external_harness(tmp_path: Path) -> Iterator[Harness]:
+def url(shared_server_url: str) -> str:
+    """A server the runs below reach by URL, as on a developer's or CI's own server: the run's
+    shared embedded server, where a clone or a drop costs milliseconds instead of a second of
+    fsync (the machine's server covers URL mode in test_server and test_template)."""
+    return shared_server_url
+
+
+@pytest.fixture
+def url_admin(url: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+    """An autocommit connection to ``url``'s server, for checking what runs left."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture
+def url_harness(tmp_path: Path, url: str) -> Iterator[Harness]:
     (tmp_path / "pool_models.py").write_text(MODELS)
     sys.path.insert(0, str(tmp_path))
     settings = resolve_settings(
-        option_url=EXTERNAL_URL,
+        option_url=url,
         ini_url=None,
         ini_schema="pool_models:Base",
         ini_sessionmakers=[],
@@ -60,9 +75,9 @@ def _tables(sync_url: str) -> list[str]:
 
 
 def test_pool_hands_out_fresh_clones_fast_and_drops_them(
-    external_harness: Harness, admin: psycopg.Connection[tuple[object, ...]]
+    url_harness: Harness, url_admin: psycopg.Connection[tuple[object, ...]]
 ) -> None:
-    pool = external_harness.pool
+    pool = url_harness.pool
     first = pool.acquire()  # the first may wait for the pool to fill
     pool.release(first)
 
@@ -79,10 +94,10 @@ def test_pool_hands_out_fresh_clones_fast_and_drops_them(
 
     names = [d.name for d in handed_out]
     assert len(set(names)) == len(names), "every hand-out is a database nobody used"
-    assert all(n.startswith(f"pgh_{external_harness.run.run_id}_main_p") for n in names)
+    assert all(n.startswith(f"pgh_{url_harness.run.run_id}_main_p") for n in names)
     assert statistics.median(timings) < 0.005, f"hand-out times (s): {timings}"
-    external_harness.close()
-    left = database_names(admin, f"pgh_{external_harness.run.run_id}%")
+    url_harness.close()
+    left = database_names(url_admin, f"pgh_{url_harness.run.run_id}%")
     assert left == set(), f"closing the harness drops every clone it made; left: {left}"
 
 
@@ -108,7 +123,7 @@ def test_foreign_databases_are_never_touched(
         admin.execute(f'CREATE DATABASE "{name}"')
     try:
         project.makepyfile("def test_it(pg_database):\n    pass\n")
-        result = project.runpytest_subprocess(f"--pg-url={EXTERNAL_URL}")
+        result = project.runpytest(f"--pg-url={EXTERNAL_URL}")
         result.assert_outcomes(passed=1)
         assert set(foreign) <= database_names(admin)
     finally:
@@ -187,35 +202,37 @@ class BlockedRun:
         return out.decode()
 
 
-def test_external_server_recovers_from_a_killed_run_but_spares_a_live_one(
-    project: pytest.Pytester, admin: psycopg.Connection[tuple[object, ...]]
+def test_a_server_by_url_recovers_from_a_killed_run_but_spares_a_live_one(
+    project: pytest.Pytester, url: str, url_admin: psycopg.Connection[tuple[object, ...]]
 ) -> None:
     project.makepyfile(test_block=BLOCKING_TEST)
-    killed = BlockedRun(project, f"--pg-url={EXTERNAL_URL}")
+    killed = BlockedRun(project, f"--pg-url={url}")
     killed.kill()
     leftovers = {killed.info["database"], killed.info["pooled"]}
-    assert leftovers <= database_names(admin), "a SIGKILL leaves its databases behind"
+    assert leftovers <= database_names(url_admin), "a SIGKILL leaves its databases behind"
     # Wait until the server has noticed the dead client (its session locks are released).
     run_key = advisory_key("run", killed.info["database"].split("_")[1])
-    admin.execute("SELECT pg_advisory_lock(%s)", (run_key,))
-    admin.execute("SELECT pg_advisory_unlock(%s)", (run_key,))
+    url_admin.execute("SELECT pg_advisory_lock(%s)", (run_key,))
+    url_admin.execute("SELECT pg_advisory_unlock(%s)", (run_key,))
 
-    live = BlockedRun(project, f"--pg-url={EXTERNAL_URL}")  # the next run, still going
-    _wait_for_run_lock(admin, killed.info["database"].split("_")[1])  # its cleanup is done
+    live = BlockedRun(project, f"--pg-url={url}")  # the next run, still going
+    _wait_for_run_lock(url_admin, killed.info["database"].split("_")[1])  # its cleanup is done
     try:
-        assert not (leftovers & database_names(admin)), "the next run drops a dead run's databases"
+        assert not (leftovers & database_names(url_admin)), (
+            "the next run drops a dead run's databases"
+        )
         project.makepyfile(test_other="def test_other(pg_database):\n    pass\n")
-        concurrent = project.runpytest_subprocess(f"--pg-url={EXTERNAL_URL}", "test_other.py")
+        concurrent = project.runpytest_subprocess(f"--pg-url={url}", "test_other.py")
 
         concurrent.assert_outcomes(passed=1)
-        assert {live.info["database"], live.info["pooled"]} <= database_names(admin), (
+        assert {live.info["database"], live.info["pooled"]} <= database_names(url_admin), (
             "a run still going is spared"
         )
         assert live.info["database"] != killed.info["database"]
     finally:
         output = live.release()
     assert "1 passed" in output
-    assert live.info["database"] not in database_names(admin)
+    assert live.info["database"] not in database_names(url_admin)
 
 
 def test_embedded_server_of_a_killed_run_is_stopped_and_removed_by_the_next(
@@ -269,7 +286,8 @@ def _pool_project(project: pytest.Pytester) -> None:
 
 def test_pool_hands_each_test_an_unused_database_and_drops_them_all(
     project: pytest.Pytester,
-    admin: psycopg.Connection[tuple[object, ...]],
+    url: str,
+    url_admin: psycopg.Connection[tuple[object, ...]],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     _pool_project(project)
@@ -277,33 +295,33 @@ def test_pool_hands_each_test_an_unused_database_and_drops_them_all(
     names_file = project.path / "names.txt"
     monkeypatch.setenv("NAMES_FILE", str(names_file))
 
-    result = project.runpytest_subprocess(f"--pg-url={EXTERNAL_URL}", "-p", "no:randomly")
+    result = project.runpytest_subprocess(f"--pg-url={url}", "-p", "no:randomly")
 
     result.assert_outcomes(passed=12)
     names = names_file.read_text().split()
     assert len(set(names)) == 12, f"a database was handed out twice: {names}"
     run = names[0].split("_")[1]
-    assert database_names(admin, f"pgh_{run}%") == set(), "every pooled database is dropped"
+    assert database_names(url_admin, f"pgh_{run}%") == set(), "every pooled database is dropped"
 
 
-def test_pool_refuses_a_database_it_did_not_hand_out(external_harness: Harness) -> None:
+def test_pool_refuses_a_database_it_did_not_hand_out(url_harness: Harness) -> None:
     from pgharness._databases import PgDatabase
 
-    pool = external_harness.pool
+    pool = url_harness.pool
     database = pool.acquire()
     pool.release(database)
 
     with pytest.raises(ValueError, match="not handed out"):
         pool.release(database)  # a second release would put it in line to be dropped twice
-    stranger = PgDatabase.on(external_harness.server.address, external_harness.run.worker_database)
+    stranger = PgDatabase.on(url_harness.server.address, url_harness.run.worker_database)
     with pytest.raises(ValueError, match="not handed out"):
         pool.release(stranger)
 
 
 def test_released_databases_are_dropped_while_the_run_goes_on(
-    external_harness: Harness, admin: psycopg.Connection[tuple[object, ...]]
+    url_harness: Harness, url_admin: psycopg.Connection[tuple[object, ...]]
 ) -> None:
-    pool = external_harness.pool
+    pool = url_harness.pool
     released = []
     for _ in range(5):
         database = pool.acquire()
@@ -311,7 +329,7 @@ def test_released_databases_are_dropped_while_the_run_goes_on(
         pool.release(database)
 
     assert pool.wait_dropped()
-    assert not set(released) & database_names(admin, "pgh_%"), "released databases are dropped"
+    assert not set(released) & database_names(url_admin, "pgh_%"), "released databases are dropped"
     fresh = pool.acquire()
     assert fresh.name not in released
     assert _tables(fresh.sync_url) == ["pool_items"]
@@ -359,20 +377,20 @@ KILLED_WITH_A_FULL_POOL = """
 
 
 def test_a_killed_runs_pool_databases_are_dropped_by_the_next_run(
-    project: pytest.Pytester, admin: psycopg.Connection[tuple[object, ...]]
+    project: pytest.Pytester, url: str, url_admin: psycopg.Connection[tuple[object, ...]]
 ) -> None:
     _pool_project(project)
     project.makepyfile(test_block=KILLED_WITH_A_FULL_POOL)
-    killed = BlockedRun(project, f"--pg-url={EXTERNAL_URL}")
+    killed = BlockedRun(project, f"--pg-url={url}")
     run = killed.info["database"].split("_")[1]
     killed.kill()
-    pooled = {n for n in database_names(admin, f"pgh_{run}%") if "_p" in n}
+    pooled = {n for n in database_names(url_admin, f"pgh_{run}%") if "_p" in n}
     assert len(pooled) >= 3, f"the test's database and ready clones are left behind: {pooled}"
-    _wait_for_run_lock(admin, run)  # the server has noticed the dead client's connections
+    _wait_for_run_lock(url_admin, run)  # the server has noticed the dead client's connections
     project.makepyfile(test_block="def test_after(pg_database):\n    pass\n")
 
-    after = project.runpytest_subprocess(f"--pg-url={EXTERNAL_URL}")
+    after = project.runpytest_subprocess(f"--pg-url={url}")
 
     after.assert_outcomes(passed=1)
-    _wait_for_run_lock(admin, run)  # another run on this shared server may be the one dropping
-    assert database_names(admin, f"pgh_{run}%") == set()
+    _wait_for_run_lock(url_admin, run)  # another run on this shared server may be the one dropping
+    assert database_names(url_admin, f"pgh_{run}%") == set()

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from _diagnostics_project import scratch_database
 from _doc_blocks import RUNNABLE_LANGUAGES, Block, Project, Step, parse_blocks, projects_of
+from conftest import INNER_ADDOPTS
 
 PACKAGE = Path(__file__).resolve().parents[1]
 REPOSITORY = PACKAGE.parents[1]
@@ -47,6 +48,9 @@ def _inner_environment(extra: dict[str, str]) -> dict[str, str]:
         for key, value in _ENVIRONMENT.items()
         if not key.startswith(("PYTEST_", "PGHARNESS_URL", "DATABASE_URL"))
     }
+    env["PYTEST_ADDOPTS"] = INNER_ADDOPTS  # the reader has pgharness, not Dashtam's test tools
+    # Steps rewrite a file between runs faster than a bytecode cache can tell (same second).
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
     env.update(extra)
     return env
 

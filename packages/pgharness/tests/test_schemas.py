@@ -57,7 +57,7 @@ def test_tables_in_their_own_schema_are_built(
         **{module: LEDGER_MODELS}, test_ledger=LEDGER_TESTS.replace("from models", f"from {module}")
     )
 
-    result = project.runpytest_subprocess(*server_args, "-p", "no:randomly")
+    result = project.runpytest(*server_args, "-p", "no:randomly")
 
     drop_lineage(f"{module}:Base")
     result.assert_outcomes(passed=1)
@@ -107,7 +107,7 @@ def test_setup_sql_runs_before_the_schema(project: pytest.Pytester, server_args:
         **{module: CITEXT_MODELS}, test_users=CITEXT_TESTS.replace("from models", f"from {module}")
     )
 
-    result = project.runpytest_subprocess(*server_args, "-p", "no:randomly")
+    result = project.runpytest(*server_args, "-p", "no:randomly")
 
     drop_lineage(f"{module}:Base")
     result.assert_outcomes(passed=1)
@@ -134,7 +134,7 @@ def test_setup_sql_is_part_of_the_templates_name(project: pytest.Pytester) -> No
         project.makeini(
             f"[pytest]\npgharness_schema = {module}:Base\npgharness_setup_sql ={setup}\n"
         )
-        runs.append(project.runpytest_subprocess(*args))
+        runs.append(project.runpytest(*args))
 
     first, second = runs
     try:
@@ -157,7 +157,7 @@ def test_failing_setup_sql_stops_the_run_naming_the_setting(
     )
     project.makepyfile(models=CITEXT_MODELS, test_users=CITEXT_TESTS)
 
-    result = project.runpytest_subprocess("-p", "no:randomly")
+    result = project.runpytest("-p", "no:randomly")
 
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.assert_outcomes()

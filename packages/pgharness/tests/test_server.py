@@ -30,7 +30,7 @@ CHECK_DATABASE = """
     "plugins", [[], ["-p", "no:asyncio", "-p", "no:anyio"]], ids=["all", "bare"]
 )
 def test_embedded_server_starts_once_tuned_and_is_gone_after_the_run(
-    project: pytest.Pytester, plugins: list[str], runtime_dir: Path
+    project: pytest.Pytester, plugins: list[str], runtime_dir: Path, no_initdb_cache: Path
 ) -> None:
     project.makepyfile(CHECK_DATABASE)
 
@@ -47,6 +47,7 @@ def test_embedded_server_starts_once_tuned_and_is_gone_after_the_run(
     result.stdout.fnmatch_lines(["*DATABASE pgh_*_main FSYNC off*"])
     assert "at " + str(runtime_dir) in result.stdout.str()
     assert run_dirs(runtime_dir) == set(), "the run's server directory must be removed at the end"
+    assert list(no_initdb_cache.glob("initdb-*/PG_VERSION")), "the first start caches its initdb"
 
 
 def test_external_url_is_used_and_its_databases_dropped_after_the_run(
@@ -54,7 +55,7 @@ def test_external_url_is_used_and_its_databases_dropped_after_the_run(
 ) -> None:
     project.makepyfile(CHECK_DATABASE)
 
-    result = project.runpytest_subprocess("-s", "-p", "no:randomly", f"--pg-url={EXTERNAL_URL}")
+    result = project.runpytest("-s", "-p", "no:randomly", f"--pg-url={EXTERNAL_URL}")
 
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines([f"pgharness: server={EXTERNAL_URL} (from option)"])
@@ -71,7 +72,7 @@ def test_url_from_environment_with_any_driver_prefix(
         "PGHARNESS_URL", EXTERNAL_URL.replace("postgresql://", "postgresql+asyncpg://")
     )
 
-    result = project.runpytest_subprocess("-p", "no:randomly")
+    result = project.runpytest("-p", "no:randomly")
 
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["pgharness: server=postgresql+asyncpg://*(from env)"])
@@ -95,7 +96,7 @@ def test_a_run_without_pgharness_fixtures_starts_nothing_and_imports_no_app_code
 
 
 def test_xdist_workers_share_one_server_with_a_database_each(
-    project: pytest.Pytester, runtime_dir: Path
+    project: pytest.Pytester, runtime_dir: Path, no_initdb_cache: Path
 ) -> None:
     project.makepyfile(
         """

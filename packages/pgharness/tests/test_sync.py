@@ -248,7 +248,7 @@ def test_a_sync_only_app_shares_one_transaction_with_db_and_client(
             assert db.scalar(select(func.count(myapp.User.id))) == 0
         """
     )
-    result = project.runpytest_subprocess(*server_args, "-p", "no:randomly")
+    result = project.runpytest(*server_args, "-p", "no:randomly")
     result.assert_outcomes(passed=3)
     dev.assert_untouched()
 

@@ -75,7 +75,7 @@ def run_in(pytester: pytest.Pytester, root: Path, *args: str) -> pytest.RunResul
     """Run pytest in ``root`` (a project folder of its own), against the machine's server."""
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
-        return pytester.runpytest_subprocess(
+        return pytester.runpytest(
             "-p", "no:randomly", f"--pg-url={EXTERNAL_URL}", "-s", "--rootdir", str(root), *args
         )
 
@@ -90,8 +90,8 @@ def test_metadata_template_is_reused_then_rebuilt_after_a_change(
     project.makepyfile(test_it=CHECK_TABLE.format(table=table))
     args = ("-p", "no:randomly", f"--pg-url={EXTERNAL_URL}", "-s")
 
-    first = project.runpytest_subprocess(*args)
-    second = project.runpytest_subprocess(*args)
+    first = project.runpytest(*args)
+    second = project.runpytest(*args)
     project.makepyfile(
         **{
             module: MODELS.format(
@@ -99,7 +99,7 @@ def test_metadata_template_is_reused_then_rebuilt_after_a_change(
             )
         }
     )
-    third = project.runpytest_subprocess(*args)
+    third = project.runpytest(*args)
 
     first_name, first_how = template_of(first)
     second_name, second_how = template_of(second)
@@ -188,14 +188,14 @@ def test_alembic_template_is_reused_then_rebuilt_after_a_new_migration(
     project.makeini(f"[pytest]\npgharness_schema = {setting}\n")
     args = ("-p", "no:randomly", f"--pg-url={EXTERNAL_URL}", "-s")
 
-    first = project.runpytest_subprocess(*args)
-    second = project.runpytest_subprocess(*args)
+    first = project.runpytest(*args)
+    second = project.runpytest(*args)
     (project.path / folder / "migrations" / "versions" / "r2.py").write_text(
         REVISION.format(
             rev="r2", down="'r1'", body=f"op.add_column('{table}', sa.Column('extra', sa.Text))"
         )
     )
-    third = project.runpytest_subprocess(*args)
+    third = project.runpytest(*args)
 
     try:
         for result in (first, second, third):
@@ -216,7 +216,7 @@ def test_embedded_server_builds_the_schema_into_each_runs_template(
     project.makepyfile(models=MODELS.format(table=table, extra=""))
     project.makepyfile(test_it=CHECK_TABLE.format(table=table))
 
-    result = project.runpytest_subprocess("-p", "no:randomly", "-s")
+    result = project.runpytest("-p", "no:randomly", "-s")
 
     result.assert_outcomes(passed=1)
     assert template_of(result)[1] == "built"
@@ -295,9 +295,7 @@ def test_changed_seed_rows_build_a_new_template(project: pytest.Pytester, insert
         rows = [{"code": code} for code in codes]
         source = SEEDED_MODELS.format(rows=rows, insert=INSERTS[insert])
         project.makepyfile(**{module: source})
-        runs.append(
-            project.runpytest_subprocess("-p", "no:randomly", f"--pg-url={EXTERNAL_URL}", "-s")
-        )
+        runs.append(project.runpytest("-p", "no:randomly", f"--pg-url={EXTERNAL_URL}", "-s"))
 
     first, second = runs
     try:
