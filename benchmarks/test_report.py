@@ -50,12 +50,15 @@ def test_a_quick_run_writes_every_table_and_chart_and_keeps_the_load_section(
         "## Raw runs",
     ):
         assert heading in page
-    for strategy in (*STRATEGIES, "pytest_sqla"):
+    for strategy in (*STRATEGIES, "pytest_sqla", "handwritten"):
         assert f"| `{strategy}` |" in page
+    for setting in ("### Embedded server, per-test loop", "### Embedded server, session loop"):
+        assert setting in page
     for goal in ("1.10x the floor", "2x the floor", "pytest-sqla", "1.7x one"):
         assert goal in page
     charts = sorted(path.name for path in (tmp_path / "benchmarks").glob("*.png"))
     assert charts == [
+        "isolation-session.png",
         "isolation.png",
         "rows.png",
         "schema.png",
