@@ -23,6 +23,7 @@ from ._errors import (
     ServerError,
     UnmanagedDatabaseError,
 )
+from ._kept_server import KeptServer
 from ._queries import PgQueries
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "ConfigurationError",
     "CrossLoopError",
     "IsolationError",
+    "KeptServer",
     "PgHarnessError",
     "PgQueries",
     "SchemaError",
