@@ -10,6 +10,7 @@ quoted output are checked. A code or command block with no doctest comment fails
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -157,6 +158,11 @@ def _check_outcome(block: Block, result: pytest.RunResult) -> None:
             assert actual == count, f"{block.where}: {word}={actual}, not {count}\n{shown}"
         unexpected = {"failed", "errors"} & set(found) - set(outcomes)
         assert not unexpected, f"{block.where}: unexpected {unexpected}\n{shown}"
+    if block.directive is not None and block.directive.get("warnings") == "none":
+        # pytest's summary counts test warnings only: a plugin's configuration warning
+        # (pytest-asyncio's unset loop scope) is printed before the header
+        warned = [line for line in shown.splitlines() if "warning" in line.lower()]
+        assert not warned, f"{block.where}: the run warned:\n{shown}"
 
 
 PROJECTS = projects_of(DOCS)
@@ -234,6 +240,14 @@ def test_every_code_block_is_run_or_says_why_not(doc: Path) -> None:
         if block.lang in RUNNABLE_LANGUAGES and not _claimed(block)
     ]
     assert not unclaimed, f"code blocks with no doctest comment (project= or skip=): {unclaimed}"
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda doc: doc.name)
+def test_every_relative_link_leads_to_a_file(doc: Path) -> None:
+    text = doc.read_text(encoding="utf-8")
+    targets = re.findall(r"\]\((?!https?://|#|mailto:)([^)#\s]+)", text)
+    broken = [target for target in targets if not (doc.parent / target).exists()]
+    assert not broken, f"{doc.name} links to files that do not exist: {broken}"
 
 
 def test_the_guides_exist() -> None:
