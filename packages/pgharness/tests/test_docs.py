@@ -27,7 +27,7 @@ PACKAGE = Path(__file__).resolve().parents[1]
 REPOSITORY = PACKAGE.parents[1]
 GUIDES = [
     REPOSITORY / "docs" / name
-    for name in ("testing-guide.md", "troubleshooting.md", "architecture.md")
+    for name in ("testing-guide.md", "troubleshooting.md", "architecture.md", "migrating.md")
 ]
 DOCS = [PACKAGE / "README.md", *(guide for guide in GUIDES if guide.exists())]
 
@@ -165,13 +165,29 @@ def _check_outcome(block: Block, result: pytest.RunResult) -> None:
         assert not warned, f"{block.where}: the run warned:\n{shown}"
 
 
-PROJECTS = projects_of(DOCS)
+ALL_PROJECTS = projects_of(DOCS)
+# The migration guide's projects run in pairs (test_each_migration_runs_before_and_after).
+MIGRATION_GUIDE = REPOSITORY / "docs" / "migrating.md"
+PROJECTS = [project for project in ALL_PROJECTS if project.doc != MIGRATION_GUIDE]
+MIGRATIONS = sorted(
+    {
+        project.name.removesuffix("-before")
+        for project in ALL_PROJECTS
+        if project.doc == MIGRATION_GUIDE and project.name.endswith("-before")
+    }
+)
+
+
+def _project(doc: Path, name: str) -> Project:
+    found = [p for p in ALL_PROJECTS if p.doc == doc and p.name == name]
+    assert found, f"{doc.name} builds no project {name!r}"
+    return found[0]
 
 
 def _base_files(project: Project) -> list[Step]:
     if project.base is None:
         return []
-    base = next(p for p in PROJECTS if p.doc == project.doc and p.name == project.base)
+    base = _project(project.doc, project.base)
     return [*_base_files(base), *(step for step in base.steps if step.kind == "file")]
 
 
@@ -208,14 +224,13 @@ class _ProjectRun:
             _assert_lines_in_order(step.block, self.last)
 
 
-@pytest.mark.parametrize("project", PROJECTS, ids=lambda project: project.id)
-def test_the_docs_project_runs_as_shown(project: Project, pytester: pytest.Pytester) -> None:
+def _build_and_run(project: Project, folder: Path) -> None:
     for module in sorted(project.requires):
         pytest.importorskip(module, reason=f"{project.id} needs {module} installed")
     for step in _base_files(project):
-        _write(pytester.path, step.block, step.directive["file"])
+        _write(folder, step.block, step.directive["file"])
     with ExitStack() as stack:
-        run = _ProjectRun(pytester.path, stack)
+        run = _ProjectRun(folder, stack)
         for step in project.steps:
             if step.kind == "file":
                 run.write(step)
@@ -225,6 +240,28 @@ def test_the_docs_project_runs_as_shown(project: Project, pytester: pytest.Pytes
                 run.show(step)
     assert run.last is not None, f"{project.id}: the project is never run"
     assert not run.pending, f"{project.id}: output shown for a run that never comes"
+
+
+@pytest.mark.parametrize("project", PROJECTS, ids=lambda project: project.id)
+def test_the_docs_project_runs_as_shown(project: Project, pytester: pytest.Pytester) -> None:
+    _build_and_run(project, pytester.path)
+
+
+@pytest.mark.parametrize("migration", MIGRATIONS)
+def test_each_migration_runs_before_and_after(migration: str, pytester: pytest.Pytester) -> None:
+    """The hand-written conftest passes its tests, and so does the pgharness set-up replacing it."""
+    for side in ("before", "after"):
+        _build_and_run(_project(MIGRATION_GUIDE, f"{migration}-{side}"), pytester.mkdir(side))
+
+
+def test_the_migration_guide_runs_every_project_in_a_pair() -> None:
+    names = {project.name for project in ALL_PROJECTS if project.doc == MIGRATION_GUIDE}
+    paired = {f"{migration}-{side}" for migration in MIGRATIONS for side in ("before", "after")}
+    bases = {project.base for project in ALL_PROJECTS if project.doc == MIGRATION_GUIDE}
+    assert MIGRATIONS
+    assert names - paired <= bases, (
+        f"projects that are neither a pair's half nor a base: {names - paired - bases}"
+    )
 
 
 def _claimed(block: Block) -> bool:
