@@ -86,3 +86,24 @@ def test_data_the_server_cannot_reach_is_refused_with_the_fix(tmp_path: Path) ->
 def test_database_names_are_plain(tmp_path: Path) -> None:
     with pytest.raises(ServerError, match="not a plain database name"):
         KeptServer(tmp_path / "pgdata").ensure_database('x"; DROP DATABASE postgres; --')
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root keeps data outside the named folder")
+def test_data_whose_folder_was_deleted_is_removed_by_the_next_relocation(tmp_path: Path) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    for folder in (first, second):
+        folder.mkdir(mode=0o700)
+    abandoned = KeptServer(first / "pgdata")
+    abandoned.start()
+    abandoned.stop()
+    kept_in = abandoned.cluster_dir
+    shutil.rmtree(first)  # as pytest deletes an old temporary folder: the link goes, not the data
+    assert kept_in.exists()
+
+    current = KeptServer(second / "pgdata")
+    try:
+        current.start()
+        assert not kept_in.exists()
+        assert current.cluster_dir.exists()
+    finally:
+        current.remove()

@@ -110,6 +110,8 @@ class KeptServer:
         cluster = self.cluster_dir
         if self.data_dir.is_symlink():
             self.data_dir.unlink()
+            with contextlib.suppress(OSError):
+                _origin_file(cluster).unlink()
         shutil.rmtree(cluster, ignore_errors=True)
 
     def is_running(self) -> bool:
@@ -166,6 +168,8 @@ class KeptServer:
         target = _RELOCATED_BASE / f"{self.data_dir.name}-{digest}"
         try:
             _RELOCATED_BASE.mkdir(mode=0o755, parents=True, exist_ok=True)
+            _forget_orphans()
+            _origin_file(target).write_text(str(self.data_dir))
             self.data_dir.symlink_to(target, target_is_directory=True)
         except OSError as exc:
             raise ServerError(
@@ -203,3 +207,28 @@ class KeptServer:
             f"Fix: read the server log above; if the folder's data is not needed, delete it to "
             f"start afresh, or {_OWN_SERVER}."
         )
+
+
+_ORIGIN_SUFFIX = ".origin"
+
+
+def _origin_file(cluster: Path) -> Path:
+    """Beside relocated data: the folder that links to it."""
+    return cluster.with_name(cluster.name + _ORIGIN_SUFFIX)
+
+
+def _forget_orphans() -> None:
+    """Remove relocated data whose link is gone (its folder was deleted) and that is not running.
+
+    Each relocated cluster has a ``.origin`` file beside it naming the folder that links to it;
+    deleting that folder, as a test's temporary folder is, must not leave the data behind.
+    """
+    for origin_file in _RELOCATED_BASE.glob(f"*{_ORIGIN_SUFFIX}"):
+        cluster = origin_file.with_name(origin_file.name.removesuffix(_ORIGIN_SUFFIX))
+        origin = Path(origin_file.read_text())
+        if origin.is_symlink() and origin.resolve() == cluster:
+            continue
+        if (cluster / "postmaster.pid").exists():
+            continue  # running, or stopped uncleanly: never removed under a server
+        shutil.rmtree(cluster, ignore_errors=True)
+        origin_file.unlink(missing_ok=True)
