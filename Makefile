@@ -76,7 +76,7 @@ test-up: $(STAMP)  ## Keep an embedded PostgreSQL running for fast repeated test
 	@echo "test server up: PGHARNESS_URL=$$(cat $(TEST_SERVER_URL_FILE)) (make test uses it; make test-down stops it)"
 
 test-down:  ## Stop the server of `make test-up` and delete its data
-	@if [ -d $(TEST_SERVER_DIR) ]; then $(BIN)/python -c 'import sys; from pathlib import Path; from dashtam.core.embedded import EmbeddedPostgres; EmbeddedPostgres(Path(sys.argv[1])).stop()' $(TEST_SERVER_DIR); fi
+	@if [ -d $(TEST_SERVER_DIR) ]; then $(BIN)/python -c 'import sys; from pathlib import Path; from dashtam.core.embedded import EmbeddedPostgres; EmbeddedPostgres(Path(sys.argv[1])).remove()' $(TEST_SERVER_DIR); fi
 	rm -rf $(TEST_SERVER_DIR) $(TEST_SERVER_URL_FILE)
 
 # CI (.ci/run runs exactly this): lint; both suites on the embedded default under coverage,

@@ -7,7 +7,6 @@ nothing configured), in a scratch folder.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import socket
@@ -17,6 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.support.environment import user_environment
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 README = REPOSITORY / "README.md"
@@ -33,21 +34,13 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _user_environment(**extra: str) -> dict[str, str]:
-    """A reader's shell: none of this suite's Dashtam or database settings."""
-    prefixes = ("DASHTAM_", "DATABASE_URL", "PGHARNESS_", "PYTEST_")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
-    env.update(extra)
-    return env
-
-
 def test_the_two_commands_are_make_targets() -> None:
     commands = _shell_blocks()[0]
     assert re.findall(r"^make (\w+)", commands, re.M) == ["run", "test"]
     dry_run = subprocess.run(
         ["make", "-n", "run", "test"],
         cwd=REPOSITORY,
-        env=_user_environment(),
+        env=user_environment(),
         capture_output=True,
         text=True,
         check=False,
@@ -65,7 +58,7 @@ def served_dashtam(tmp_path: Path) -> Iterator[str]:
     server = subprocess.Popen(
         [str(dashtam), "serve", "--port", address.rsplit(":", 1)[1]],
         cwd=tmp_path,
-        env=_user_environment(DASHTAM_PUBLIC_URL=f"http://{address}"),
+        env=user_environment(DASHTAM_PUBLIC_URL=f"http://{address}"),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -93,7 +86,7 @@ def test_the_curl_tour_runs_against_dashtam_serve(served_dashtam: str) -> None:
     assert DEFAULT_ADDRESS in tour
     completed = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", tour.replace(DEFAULT_ADDRESS, served_dashtam)],
-        env=_user_environment(),
+        env=user_environment(),
         capture_output=True,
         text=True,
         timeout=120,

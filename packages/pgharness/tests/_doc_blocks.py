@@ -11,7 +11,8 @@ Writing the same file twice in one project appends (a guide grows a file step by
 A file block may also run a command once written (``run="pytest tests/test_x.py"``), and
 ``base=other`` starts a project from the files another project of the same doc wrote.
 ``run`` blocks hold one ``pytest ...`` command line; ``expect`` takes pytest's outcome words
-(``passed=3 failed=1``) and ``exit=N``; ``requires=module`` runs the project only where that
+(``passed=3 failed=1``) and ``exit=N``; ``warnings=none`` fails the block if the run prints
+any warning at all; ``requires=module`` runs the project only where that
 module is importable. Output lines must appear in order, each as a substring of an output
 line; a line ``...`` stands for anything.
 """

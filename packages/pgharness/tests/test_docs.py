@@ -10,6 +10,7 @@ quoted output are checked. A code or command block with no doctest comment fails
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -27,7 +28,7 @@ PACKAGE = Path(__file__).resolve().parents[1]
 REPOSITORY = PACKAGE.parents[1]
 GUIDES = [
     REPOSITORY / "docs" / name
-    for name in ("testing-guide.md", "troubleshooting.md", "architecture.md")
+    for name in ("testing-guide.md", "troubleshooting.md", "architecture.md", "migrating.md")
 ]
 DOCS = [PACKAGE / "README.md", *(guide for guide in GUIDES if guide.exists())]
 
@@ -161,15 +162,36 @@ def _check_outcome(block: Block, result: pytest.RunResult) -> None:
             assert actual == count, f"{block.where}: {word}={actual}, not {count}\n{shown}"
         unexpected = {"failed", "errors"} & set(found) - set(outcomes)
         assert not unexpected, f"{block.where}: unexpected {unexpected}\n{shown}"
+    if block.directive is not None and block.directive.get("warnings") == "none":
+        # pytest's summary counts test warnings only: a plugin's configuration warning
+        # (pytest-asyncio's unset loop scope) is printed before the header
+        warned = [line for line in shown.splitlines() if "warning" in line.lower()]
+        assert not warned, f"{block.where}: the run warned:\n{shown}"
 
 
-PROJECTS = projects_of(DOCS)
+ALL_PROJECTS = projects_of(DOCS)
+# The migration guide's projects run in pairs (test_each_migration_runs_before_and_after).
+MIGRATION_GUIDE = REPOSITORY / "docs" / "migrating.md"
+PROJECTS = [project for project in ALL_PROJECTS if project.doc != MIGRATION_GUIDE]
+MIGRATIONS = sorted(
+    {
+        project.name.removesuffix("-before")
+        for project in ALL_PROJECTS
+        if project.doc == MIGRATION_GUIDE and project.name.endswith("-before")
+    }
+)
+
+
+def _project(doc: Path, name: str) -> Project:
+    found = [p for p in ALL_PROJECTS if p.doc == doc and p.name == name]
+    assert found, f"{doc.name} builds no project {name!r}"
+    return found[0]
 
 
 def _base_files(project: Project) -> list[Step]:
     if project.base is None:
         return []
-    base = next(p for p in PROJECTS if p.doc == project.doc and p.name == project.base)
+    base = _project(project.doc, project.base)
     return [*_base_files(base), *(step for step in base.steps if step.kind == "file")]
 
 
@@ -206,14 +228,13 @@ class _ProjectRun:
             _assert_lines_in_order(step.block, self.last)
 
 
-@pytest.mark.parametrize("project", PROJECTS, ids=lambda project: project.id)
-def test_the_docs_project_runs_as_shown(project: Project, pytester: pytest.Pytester) -> None:
+def _build_and_run(project: Project, folder: Path) -> None:
     for module in sorted(project.requires):
         pytest.importorskip(module, reason=f"{project.id} needs {module} installed")
     for step in _base_files(project):
-        _write(pytester.path, step.block, step.directive["file"])
+        _write(folder, step.block, step.directive["file"])
     with ExitStack() as stack:
-        run = _ProjectRun(pytester.path, stack)
+        run = _ProjectRun(folder, stack)
         for step in project.steps:
             if step.kind == "file":
                 run.write(step)
@@ -223,6 +244,28 @@ def test_the_docs_project_runs_as_shown(project: Project, pytester: pytest.Pytes
                 run.show(step)
     assert run.last is not None, f"{project.id}: the project is never run"
     assert not run.pending, f"{project.id}: output shown for a run that never comes"
+
+
+@pytest.mark.parametrize("project", PROJECTS, ids=lambda project: project.id)
+def test_the_docs_project_runs_as_shown(project: Project, pytester: pytest.Pytester) -> None:
+    _build_and_run(project, pytester.path)
+
+
+@pytest.mark.parametrize("migration", MIGRATIONS)
+def test_each_migration_runs_before_and_after(migration: str, pytester: pytest.Pytester) -> None:
+    """The hand-written conftest passes its tests, and so does the pgharness set-up replacing it."""
+    for side in ("before", "after"):
+        _build_and_run(_project(MIGRATION_GUIDE, f"{migration}-{side}"), pytester.mkdir(side))
+
+
+def test_the_migration_guide_runs_every_project_in_a_pair() -> None:
+    names = {project.name for project in ALL_PROJECTS if project.doc == MIGRATION_GUIDE}
+    paired = {f"{migration}-{side}" for migration in MIGRATIONS for side in ("before", "after")}
+    bases = {project.base for project in ALL_PROJECTS if project.doc == MIGRATION_GUIDE}
+    assert MIGRATIONS
+    assert names - paired <= bases, (
+        f"projects that are neither a pair's half nor a base: {names - paired - bases}"
+    )
 
 
 def _claimed(block: Block) -> bool:
@@ -238,6 +281,14 @@ def test_every_code_block_is_run_or_says_why_not(doc: Path) -> None:
         if block.lang in RUNNABLE_LANGUAGES and not _claimed(block)
     ]
     assert not unclaimed, f"code blocks with no doctest comment (project= or skip=): {unclaimed}"
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda doc: doc.name)
+def test_every_relative_link_leads_to_a_file(doc: Path) -> None:
+    text = doc.read_text(encoding="utf-8")
+    targets = re.findall(r"\]\((?!https?://|#|mailto:)([^)#\s]+)", text)
+    broken = [target for target in targets if not (doc.parent / target).exists()]
+    assert not broken, f"{doc.name} links to files that do not exist: {broken}"
 
 
 def test_the_guides_exist() -> None:
