@@ -8,17 +8,19 @@ connection's row locked across the provider call, so refreshes of one connection
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import uuid
-from datetime import timedelta
+from contextlib import suppress
+from datetime import datetime, timedelta
 
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from dashtam.core import security
+from dashtam.core import db, security
 from dashtam.core.clock import utcnow
 from dashtam.core.config import Settings
 from dashtam.core.crypto import DecryptionError, Sealed
-from dashtam.core.db import nested_connection_slots
 from dashtam.core.errors import (
     BadGatewayError,
     BadRequestError,
@@ -38,11 +40,12 @@ from dashtam.providers import (
     OAuth2Client,
     OAuth2Endpoints,
     ProviderError,
+    TokenGrant,
     authorization_url,
 )
 from dashtam.providers import get_provider_type as _provider_type
 from dashtam.schemas.authorization import AuthorizationStart, ConnectionStatusPublic
-from dashtam.services.audit import AuditAction, record
+from dashtam.services.audit import AuditAction, record, record_separately
 from dashtam.services.context import HttpClientFactory, RequestContext, keyring_for
 from dashtam.services.providers import get_provider, lock_connection
 from dashtam.services.token_vault import open_refresh_token, store_grant
@@ -53,6 +56,10 @@ FAILURES_BEFORE_ERROR = 3
 MAX_BACKOFF = timedelta(hours=24)
 TRANSIENT_RETRY_AFTER_SECONDS = 5
 _TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
+# Waits before each new attempt to store a refreshed grant whose connection was lost: about
+# 12 s in all, longer than a database restart or failover usually takes.
+STORE_RETRY_DELAYS = (0.1, 0.3, 0.6, 1.0, 2.0, 3.0, 5.0)
+_log = logging.getLogger("dashtam.authorization")
 
 
 def callback_uri(base_url: str, provider_id: uuid.UUID) -> str:
@@ -293,7 +300,7 @@ async def refresh_tokens(
     always finds a free pooled connection.
     """
     await session.commit()  # end the request's read transaction: its connection goes back
-    async with nested_connection_slots():
+    async with db.nested_connection_slots():
         return await _refresh_locked(
             session=session,
             user=user,
@@ -381,25 +388,145 @@ async def _refresh_locked(
         ) from None
 
     rotated = grant.refresh_token is not None and grant.refresh_token != refresh_token
-    store_grant(connection, grant, keyring=keyring, now=now, keep_refresh=refresh_token)
-    connection.status = ConnectionStatus.ACTIVE
-    connection.last_refreshed_at = now
-    connection.refresh_count += 1
-    connection.consecutive_failures = 0
-    connection.next_retry_at = None
-    connection.last_error = None
-    record(
+    user_id = user.id  # read now: a retried store leaves these objects expired
+    stored = await _store_refreshed_grant(
         session=session,
-        provider_id=provider.id,
-        user_id=user.id,
+        connection=connection,
+        user=user,
+        grant=grant,
+        presented=refresh_token,
+        settings=settings,
+        now=now,
+    )
+    # The grant is committed: a failing audit write is logged, and no longer loses it.
+    await record_separately(
+        provider_id=provider_id,
+        user_id=user_id,
         action=AuditAction.REFRESH,
         context=context,
         outcome="success",
         rotated=rotated,
         expires_in=grant.expires_in,
     )
-    await session.commit()
-    return status_of(connection, connection.token)
+    return stored
+
+
+def _apply_refreshed_grant(
+    connection: ProviderConnection,
+    grant: TokenGrant,
+    *,
+    presented: str,
+    settings: Settings,
+    now: datetime,
+) -> None:
+    store_grant(connection, grant, keyring=keyring_for(settings), now=now, keep_refresh=presented)
+    connection.status = ConnectionStatus.ACTIVE
+    connection.last_refreshed_at = now
+    connection.refresh_count += 1
+    connection.consecutive_failures = 0
+    connection.next_retry_at = None
+    connection.last_error = None
+
+
+async def _store_refreshed_grant(
+    *,
+    session: AsyncSession,
+    connection: ProviderConnection,
+    user: User,
+    grant: TokenGrant,
+    presented: str,
+    settings: Settings,
+    now: datetime,
+) -> ConnectionStatusPublic:
+    """Commit the provider's new grant: only the token row and the counters, nothing else.
+
+    Once the provider has answered, the presented refresh token is spent (when it rotates), so
+    the new one must reach the database: a connection lost on the way (a database restart) is
+    retried on a fresh connection for ``STORE_RETRY_DELAYS``. When it still cannot be stored,
+    the answer says so (503 with ``rotation_stored: false``) and, where the database takes
+    writes, the connection is marked as needing attention instead of claiming "retry shortly".
+    """
+    provider_id, user_id = connection.provider_id, user.id
+    try:
+        _apply_refreshed_grant(connection, grant, presented=presented, settings=settings, now=now)
+        await session.commit()
+        return status_of(connection, connection.token)
+    except Exception as exc:
+        if not db.is_retryable(exc):
+            await _record_lost_rotation(session=session, provider_id=provider_id)
+            raise _rotation_not_stored(grant) from None
+    with suppress(*db.CONNECTION_LOST):
+        await session.invalidate()  # the lock died with its connection; never reuse it
+
+    for delay in STORE_RETRY_DELAYS:
+        await asyncio.sleep(delay)
+        retry = db.SessionLocal()
+        try:
+            owner = await retry.get(User, user_id)
+            if owner is None:
+                raise _rotation_not_stored(grant)  # the account is gone with its connection
+            await lock_connection(session=retry, user=owner, provider_id=provider_id)
+            connection = (
+                await get_provider(
+                    session=retry, user=owner, provider_id=provider_id, with_token=True
+                )
+            ).connection
+            _apply_refreshed_grant(
+                connection, grant, presented=presented, settings=settings, now=now
+            )
+            await retry.commit()
+            _log.warning("refresh of provider %s stored after a lost connection", provider_id)
+            return status_of(connection, connection.token)
+        except Exception as exc:
+            if not db.is_retryable(exc):
+                await _record_lost_rotation(session=retry, provider_id=provider_id)
+                raise _rotation_not_stored(grant) from None
+        finally:
+            await db.close_quietly(retry)
+    raise _rotation_not_stored(grant)
+
+
+def _rotation_not_stored(grant: TokenGrant) -> ServiceUnavailableError:
+    _log.error(
+        "a refreshed provider grant could not be stored (rotated=%s)", bool(grant.refresh_token)
+    )
+    return ServiceUnavailableError(
+        "The provider issued new tokens, but the database could not store them. "
+        + (
+            "The provider rotated the refresh token, so the stored one may be refused: if the "
+            "next refresh fails, authorize the provider again."
+            if grant.refresh_token
+            else "The stored refresh token is unchanged: retry shortly."
+        ),
+        headers={"Retry-After": str(TRANSIENT_RETRY_AFTER_SECONDS)},
+        rotation_stored=False,
+    )
+
+
+async def _record_lost_rotation(*, session: AsyncSession, provider_id: uuid.UUID) -> None:
+    """Mark the connection (best effort, in a transaction of its own) as possibly unusable."""
+    with suppress(Exception):
+        await session.rollback()
+    marker = db.SessionLocal()
+    try:
+        await marker.execute(
+            update(ProviderConnection)
+            .where(ProviderConnection.provider_id == provider_id)
+            .values(
+                status=ConnectionStatus.ERROR,
+                last_error=(
+                    "the provider rotated the refresh token but it could not be stored: "
+                    "authorize again if refreshing fails"
+                ),
+            )
+        )
+        await marker.commit()
+    except Exception as exc:  # the answer already tells the client
+        _log.error(
+            "could not mark provider %s after a lost rotation: %s", provider_id, type(exc).__name__
+        )
+    finally:
+        await db.close_quietly(marker)
 
 
 def is_transient(exc: ProviderError) -> bool:
