@@ -39,6 +39,7 @@ def _sandbox_endpoints(settings: Settings, base_url: str) -> OAuth2Endpoints:
         client_secret=sandbox_client_secret(settings),
         supports_pkce=True,
         scope="accounts:read",
+        revocation_url=f"{base}/sandbox/oauth/revoke",
     )
 
 

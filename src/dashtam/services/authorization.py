@@ -180,6 +180,12 @@ async def complete_authorization(
     if state_provider_id != provider_id:
         raise BadRequestError("The authorization state belongs to another provider.")
 
+    user = await session.get(User, user_id)
+    if user is None:
+        raise BadRequestError("The authorization state is invalid or has expired.")
+    # The connection row first, as refresh and disconnect take it: a disconnect waits for this
+    # transaction (and then finds the state spent), never the other way round.
+    await lock_connection(session=session, user=user, provider_id=provider_id)
     now = utcnow()
     consumed = await session.scalar(
         update(AuthorizationState)
@@ -195,22 +201,17 @@ async def complete_authorization(
     if consumed is None:
         await session.rollback()
         raise ConflictError("The authorization state was already used; start a new authorization.")
-    user = await session.get(User, user_id)
-    if user is None:
-        await session.rollback()
-        raise BadRequestError("The authorization state is invalid or has expired.")
     provider = await get_provider(
         session=session, user=user, provider_id=provider_id, with_token=True
     )
-    connection = provider.connection
 
-    def fail(reason: str, **details: str) -> None:
+    def fail(connection: ProviderConnection, reason: str, **details: str) -> None:
         if connection.token is None:  # a failed re-authorization keeps working tokens
             connection.status = ConnectionStatus.ERROR
         connection.last_error = reason[:500]
         record(
             session=session,
-            provider_id=provider.id,
+            provider_id=provider_id,
             user_id=user_id,
             action=AuditAction.CALLBACK,
             context=context,
@@ -219,7 +220,11 @@ async def complete_authorization(
         )
 
     if error is not None or not code:
-        fail("authorization was not granted", error=(error or "missing_code")[:100])
+        fail(
+            provider.connection,
+            "authorization was not granted",
+            error=(error or "missing_code")[:100],
+        )
         await session.commit()
         raise BadRequestError(
             f"The provider did not grant access ({(error or 'no code')[:100]}).",
@@ -234,29 +239,58 @@ async def complete_authorization(
             aad=f"authorization-state:{consumed.id}",
         )
     endpoints = _endpoints(provider, settings, context.base_url)
-    await session.commit()  # the state is spent whatever the provider answers
+    provider_key, redirect_uri = provider.provider_key, consumed.redirect_uri
+    # The state is spent whatever the provider answers; no lock is held during its call.
+    await session.commit()
 
     try:
-        async with http(provider.provider_key) as client:
+        async with http(provider_key) as client:
             grant = await OAuth2Client(endpoints, client).exchange_code(
-                code=code, redirect_uri=consumed.redirect_uri, code_verifier=verifier
+                code=code, redirect_uri=redirect_uri, code_verifier=verifier
             )
     except ProviderError as exc:
-        fail(f"code exchange failed: {exc.error}", error=exc.error)
+        fail(
+            await _locked_connection(session=session, user=user, provider_id=provider_id),
+            f"code exchange failed: {exc.error}",
+            error=exc.error,
+        )
         await session.commit()
         raise BadGatewayError(
             f"The provider refused the authorization code ({exc.error}).", provider_error=exc.error
         ) from None
 
+    # What happened meanwhile counts: a disconnect, or another callback that stored tokens.
+    connection = await _locked_connection(session=session, user=user, provider_id=provider_id)
+    if connection.status is ConnectionStatus.REVOKED:
+        record(
+            session=session,
+            provider_id=provider_id,
+            user_id=user_id,
+            action=AuditAction.CALLBACK,
+            context=context,
+            outcome="failure",
+            error="disconnected_during_authorization",
+        )
+        await session.commit()
+        await _revoke_at_provider(
+            http=http,
+            provider_key=provider_key,
+            endpoints=endpoints,
+            refresh_token=grant.refresh_token,
+        )
+        raise ConflictError(
+            "The provider was disconnected while this authorization completed; its tokens were "
+            "discarded. Start a new authorization to connect it again."
+        )
     store_grant(connection, grant, keyring=keyring, now=now, keep_refresh=None)
     connection.status = ConnectionStatus.ACTIVE
     connection.connected_at = now
     connection.consecutive_failures = 0
     connection.next_retry_at = None
     connection.last_error = None
-    record(
-        session=session,
-        provider_id=provider.id,
+    await session.commit()
+    await record_separately(
+        provider_id=provider_id,
         user_id=user_id,
         action=AuditAction.CALLBACK,
         context=context,
@@ -264,8 +298,18 @@ async def complete_authorization(
         expires_in=grant.expires_in,
         scope=grant.scope,
     )
-    await session.commit()
     return status_of(connection, connection.token)
+
+
+async def _locked_connection(
+    *, session: AsyncSession, user: User, provider_id: uuid.UUID
+) -> ProviderConnection:
+    """The provider's connection (with its token), locked and read afresh."""
+    await lock_connection(session=session, user=user, provider_id=provider_id)
+    provider = await get_provider(
+        session=session, user=user, provider_id=provider_id, with_token=True
+    )
+    return provider.connection
 
 
 async def get_status(
@@ -559,18 +603,31 @@ async def _record_transient_failure(
 
 
 async def disconnect(
-    *, session: AsyncSession, user: User, provider_id: uuid.UUID, context: RequestContext
+    *,
+    session: AsyncSession,
+    user: User,
+    provider_id: uuid.UUID,
+    settings: Settings,
+    http: HttpClientFactory,
+    context: RequestContext,
 ) -> None:
-    """Delete the provider's tokens and mark the connection revoked."""
+    """Delete the provider's tokens, mark the connection revoked, and revoke them upstream.
+
+    The provider is asked to revoke the refresh token (RFC 7009) after the commit, where it
+    has a revocation endpoint: locally the tokens are gone either way.
+    """
     # Same lock order as a refresh (connection row, then token row): no deadlock between them.
     await lock_connection(session=session, user=user, provider_id=provider_id)
     provider = await get_provider(
         session=session, user=user, provider_id=provider_id, with_token=True
     )
     connection = provider.connection
-    had_tokens = connection.token is not None
-    if connection.token is not None:
-        await session.delete(connection.token)
+    token = connection.token
+    refresh_token = None
+    if token is not None:
+        with suppress(DecryptionError):
+            refresh_token = open_refresh_token(token, keyring=keyring_for(settings))
+        await session.delete(token)
         connection.token = None
     connection.status = ConnectionStatus.REVOKED
     connection.consecutive_failures = 0
@@ -590,6 +647,35 @@ async def disconnect(
         action=AuditAction.DISCONNECT,
         context=context,
         outcome="success",
-        tokens_deleted=had_tokens,
+        tokens_deleted=token is not None,
     )
     await session.commit()
+    if refresh_token is not None:
+        provider_type = _provider_type(provider.provider_key)
+        endpoints = provider_type.endpoints(settings, context.base_url) if provider_type else None
+        if endpoints is not None:
+            await _revoke_at_provider(
+                http=http,
+                provider_key=provider.provider_key,
+                endpoints=endpoints,
+                refresh_token=refresh_token,
+            )
+
+
+async def _revoke_at_provider(
+    *,
+    http: HttpClientFactory,
+    provider_key: str,
+    endpoints: OAuth2Endpoints,
+    refresh_token: str | None,
+) -> None:
+    """Best effort: a provider that cannot be reached keeps a grant Dashtam no longer holds."""
+    if refresh_token is None:
+        return
+    try:
+        async with http(provider_key) as client:
+            await OAuth2Client(endpoints, client).revoke(
+                token=refresh_token, token_type_hint="refresh_token"
+            )
+    except ProviderError as exc:
+        _log.warning("provider %s did not revoke a refresh token: %s", provider_key, exc.error)

@@ -153,6 +153,38 @@ async def token(
     )
 
 
+async def revoke(
+    *, session: AsyncSession, authorization: str | None, form: dict[str, str], settings: Settings
+) -> None:
+    """RFC 7009: revoke a refresh token and every token rotated from the same grant.
+
+    Unknown tokens are not an error (section 2.2): the answer is the same either way, so it
+    tells a caller nothing about which tokens exist. Access tokens are not stored here, so a
+    ``token_type_hint=access_token`` has nothing to revoke.
+    """
+    client_id = authenticate_client(authorization=authorization, form=form, settings=settings)
+    presented = form.get("token")
+    if not presented:
+        raise OAuthError("invalid_request", "token is required")
+    stored = await session.scalar(
+        select(SandboxRefreshToken).where(
+            SandboxRefreshToken.token_hash == security.hash_opaque_token(presented),
+            SandboxRefreshToken.client_id == client_id,
+        )
+    )
+    if stored is None:
+        return
+    await session.execute(
+        update(SandboxRefreshToken)
+        .where(
+            SandboxRefreshToken.family_id == stored.family_id,
+            SandboxRefreshToken.revoked_at.is_(None),
+        )
+        .values(revoked_at=utcnow())
+    )
+    await session.commit()
+
+
 async def _exchange_code(
     *, session: AsyncSession, client_id: str, form: dict[str, str], settings: Settings
 ) -> dict[str, Any]:
