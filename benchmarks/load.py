@@ -90,6 +90,11 @@ def _server_env(database_url: str, public_url: str) -> dict[str, str]:
             "DASHTAM_PASSWORD_HASH_MEMORY_KIB": "19456",
             "DASHTAM_PASSWORD_HASH_TIME_COST": "2",
             "DASHTAM_LOGIN_MAX_FAILURES_PER_ADDRESS": "1000",
+            # Every simulated client comes from 127.0.0.1.
+            "DASHTAM_REGISTER_MAX_PER_ADDRESS": "100000",
+            "DASHTAM_AUTH_REFRESH_MAX_PER_ADDRESS": "100000",
+            "DASHTAM_SANDBOX_AUTHORIZE_MAX_PER_ADDRESS": "100000",
+            "DASHTAM_SANDBOX_ENABLED": "true",
             "DASHTAM_DB_POOL_TIMEOUT": "5",
             "DASHTAM_DB_CONNECT_TIMEOUT": "3",
         }

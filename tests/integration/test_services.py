@@ -17,7 +17,9 @@ from dashtam.services import auth, providers
 
 async def _user(session: AsyncSession, email: str) -> auth.User:
     return await auth.register_user(
-        session=session, data=UserRegister(email=email, password="a good password")
+        session=session,
+        data=UserRegister(email=email, password="a good password"),
+        settings=get_settings(),
     )
 
 

@@ -13,14 +13,14 @@ from dashtam.core.clock import utcnow
 SECRET = "unit-test-secret-key-that-is-long-enough"
 
 
-def test_passwords_hash_with_argon2id_and_verify() -> None:
-    hashed = security.hash_password("hunter2 hunter2")
+async def test_passwords_hash_with_argon2id_and_verify() -> None:
+    hashed = await security.hash_password("hunter2 hunter2")
     assert hashed.startswith("$argon2id$")
     assert "hunter2" not in hashed
-    assert security.verify_password("hunter2 hunter2", hashed)
-    assert not security.verify_password("hunter3 hunter3", hashed)
-    assert not security.verify_password("anything", None)
-    assert not security.verify_password("anything", "not-a-hash")
+    assert await security.verify_password("hunter2 hunter2", hashed)
+    assert not await security.verify_password("hunter3 hunter3", hashed)
+    assert not await security.verify_password("anything", None)
+    assert not await security.verify_password("anything", "not-a-hash")
 
 
 def test_access_token_round_trip_and_rejections() -> None:

@@ -22,11 +22,27 @@ def normalize_email(email: str) -> str:
     return email.strip().lower()
 
 
-async def register_user(*, session: AsyncSession, data: UserRegister) -> User:
+async def register_user(
+    *,
+    session: AsyncSession,
+    data: UserRegister,
+    settings: Settings,
+    client_address: str | None = None,
+) -> User:
+    """A new account; at most ``DASHTAM_REGISTER_MAX_PER_ADDRESS`` per address and window."""
+    await login_throttle.enforce_rate_limit(
+        session=session,
+        scope=login_throttle.Scope.REGISTER,
+        subject=client_address,
+        limit=settings.register_max_per_address,
+        window_seconds=settings.register_window_seconds,
+        now=utcnow(),
+    )
     email = normalize_email(str(data.email))
     if await session.scalar(select(User.id).where(User.email == email)) is not None:
         raise ConflictError("An account with this email already exists.")
-    user = User(email=email, name=data.name, password_hash=security.hash_password(data.password))
+    password_hash = await security.hash_password(data.password)
+    user = User(email=email, name=data.name, password_hash=password_hash)
     session.add(user)
     try:
         await session.commit()
@@ -47,30 +63,40 @@ async def login(
     """Tokens for a correct email and password; throttled per account and per address."""
     email = normalize_email(data.email)
     now = utcnow()
-    await login_throttle.ensure_not_locked(
-        session=session, email=email, address=client_address, now=now
+    await login_throttle.count_login_attempt(
+        session=session, email=email, address=client_address, settings=settings, now=now
     )
     user = await session.scalar(select(User).where(User.email == email))
-    if not security.verify_password(data.password, user.password_hash if user else None):
-        await login_throttle.record_failure(
-            session=session, email=email, address=client_address, settings=settings, now=now
-        )
-        await session.commit()
+    if not await security.verify_password(data.password, user.password_hash if user else None):
         raise UnauthorizedError("Email or password is incorrect.")
     assert user is not None
-    await login_throttle.forget_account_failures(session=session, email=email)
+    await login_throttle.take_back_login_attempt(
+        session=session, email=email, address=client_address, settings=settings
+    )
     if security.password_needs_rehash(user.password_hash):
-        user.password_hash = security.hash_password(data.password)
+        user.password_hash = await security.hash_password(data.password)
     return await _issue_pair(
         session=session, user_id=user.id, family_id=uuid.uuid4(), settings=settings
     )
 
 
 async def refresh_login(
-    *, session: AsyncSession, refresh_token: str, settings: Settings
+    *,
+    session: AsyncSession,
+    refresh_token: str,
+    settings: Settings,
+    client_address: str | None = None,
 ) -> TokenPair:
     """Swap a refresh token for a new pair; presenting a spent one revokes its whole family."""
     now = utcnow()
+    await login_throttle.enforce_rate_limit(
+        session=session,
+        scope=login_throttle.Scope.AUTH_REFRESH,
+        subject=client_address,
+        limit=settings.auth_refresh_max_per_address,
+        window_seconds=settings.auth_refresh_window_seconds,
+        now=now,
+    )
     stored = await session.scalar(
         select(AuthRefreshToken)
         .where(AuthRefreshToken.token_hash == security.hash_opaque_token(refresh_token))

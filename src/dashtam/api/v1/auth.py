@@ -12,8 +12,12 @@ router = APIRouter(prefix="/auth", tags=["auth"])
 
 
 @router.post("/register", status_code=status.HTTP_201_CREATED)
-async def register(session: SessionDep, data: UserRegister) -> UserPublic:
-    user = await auth_service.register_user(session=session, data=data)
+async def register(
+    session: SessionDep, settings: SettingsDep, context: ContextDep, data: UserRegister
+) -> UserPublic:
+    user = await auth_service.register_user(
+        session=session, data=data, settings=settings, client_address=context.ip_address
+    )
     return UserPublic.model_validate(user)
 
 
@@ -27,9 +31,14 @@ async def login(
 
 
 @router.post("/refresh")
-async def refresh(session: SessionDep, settings: SettingsDep, data: RefreshRequest) -> TokenPair:
+async def refresh(
+    session: SessionDep, settings: SettingsDep, context: ContextDep, data: RefreshRequest
+) -> TokenPair:
     return await auth_service.refresh_login(
-        session=session, refresh_token=data.refresh_token, settings=settings
+        session=session,
+        refresh_token=data.refresh_token,
+        settings=settings,
+        client_address=context.ip_address,
     )
 
 
