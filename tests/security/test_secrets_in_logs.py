@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -12,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from dashtam.core import log_redaction
+from dashtam.core.clock import shifted
 from dashtam.core.config import get_settings
 from dashtam.core.crypto import Keyring, Sealed
 from dashtam.providers.registry import sandbox_client_secret
@@ -86,14 +88,16 @@ def test_full_flow_at_debug_logs_no_secret(
     for number, value in enumerate(first_tokens + second_tokens):
         secrets[f"provider secret {number}"] = value
 
+    disconnected = client.delete(f"/api/v1/providers/{pid}/authorization", headers=account.headers)
+    assert disconnected.status_code == 204
+    # The reuse below ends the session, and with it this access token: disconnect first.
     rotated = client.post("/api/v1/auth/refresh", json={"refresh_token": account.refresh_token})
     assert rotated.status_code == 200
     secrets["rotated refresh token"] = rotated.json()["refresh_token"]
-    reused = client.post("/api/v1/auth/refresh", json={"refresh_token": account.refresh_token})
+    with shifted(timedelta(seconds=get_settings().auth_refresh_retry_seconds + 1)):
+        reused = client.post("/api/v1/auth/refresh", json={"refresh_token": account.refresh_token})
     assert reused.status_code == 401
 
-    disconnected = client.delete(f"/api/v1/providers/{pid}/authorization", headers=account.headers)
-    assert disconnected.status_code == 204
     failed = client.post(
         "/api/v1/auth/login", json={"email": account.email, "password": "Wrong-" + account.password}
     )

@@ -23,16 +23,23 @@ _bearer = HTTPBearer(auto_error=False)
 PROVIDER_HTTP_TIMEOUT = httpx.Timeout(15.0)
 
 
-async def get_current_user(
+async def get_caller(
     session: SessionDep,
     settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> User:
+) -> auth_service.Authenticated:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise UnauthorizedError("Send an access token: Authorization: Bearer <token>.")
     return await auth_service.authenticate(
         session=session, access_token=credentials.credentials, settings=settings
     )
+
+
+CurrentCaller = Annotated[auth_service.Authenticated, Depends(get_caller)]
+
+
+def get_current_user(caller: CurrentCaller) -> User:
+    return caller.user
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]

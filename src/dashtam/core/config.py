@@ -59,6 +59,9 @@ class Settings(BaseSettings):
 
     access_token_minutes: int = Field(default=15, ge=1)
     refresh_token_days: int = Field(default=14, ge=1)
+    # A login refresh token presented again this soon after its use is a retried request
+    # (409, the session lives), not a stolen token (which ends the session).
+    auth_refresh_retry_seconds: int = Field(default=10, ge=0, le=60)
     # argon2id cost (RFC 9106 "second recommended" by default: 64 MiB, 3 passes).
     password_hash_time_cost: int = Field(default=3, ge=1)
     password_hash_memory_kib: int = Field(default=65_536, ge=8)

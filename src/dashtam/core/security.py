@@ -3,7 +3,7 @@
 - passwords: argon2id (``argon2-cffi``), rehashed when parameters change, computed on a
   small thread pool (``DASHTAM_PASSWORD_HASH_CONCURRENCY`` at once) so the event loop keeps
   serving while a hash runs, and a burst of logins cannot take every core;
-- access tokens: short-lived HS256 JWTs carrying the user id;
+- access tokens: short-lived HS256 JWTs carrying the user id and the login session's id;
 - opaque tokens (refresh tokens, authorization codes): random, stored only as SHA-256;
 - signed values (the OAuth ``state``): JWTs with their own audience and expiry.
 """
@@ -110,10 +110,20 @@ class AccessToken:
     expires_in: int
 
 
-def create_access_token(*, user_id: uuid.UUID, secret: str, lifetime: timedelta) -> AccessToken:
+@dataclass(frozen=True, slots=True)
+class AccessClaims:
+    user_id: uuid.UUID
+    session_id: uuid.UUID
+
+
+def create_access_token(
+    *, user_id: uuid.UUID, session_id: uuid.UUID, secret: str, lifetime: timedelta
+) -> AccessToken:
+    """An access token of ``user_id``'s login session ``session_id`` (refused once it ends)."""
     now = utcnow()
     claims = {
         "sub": str(user_id),
+        "sid": str(session_id),
         "aud": _ACCESS_AUDIENCE,
         "iat": now,
         "exp": now + lifetime,
@@ -123,12 +133,14 @@ def create_access_token(*, user_id: uuid.UUID, secret: str, lifetime: timedelta)
     return AccessToken(token=token, expires_in=int(lifetime.total_seconds()))
 
 
-def decode_access_token(token: str, *, secret: str) -> uuid.UUID:
+def decode_access_token(token: str, *, secret: str) -> AccessClaims:
     claims = _decode(token, secret=secret, audience=_ACCESS_AUDIENCE)
     try:
-        return uuid.UUID(str(claims["sub"]))
+        return AccessClaims(
+            user_id=uuid.UUID(str(claims["sub"])), session_id=uuid.UUID(str(claims["sid"]))
+        )
     except (KeyError, ValueError) as exc:
-        raise InvalidTokenError("access token has no valid subject") from exc
+        raise InvalidTokenError("access token has no valid subject or session") from exc
 
 
 def sign_value(claims: dict[str, Any], *, secret: str, audience: str, expires_at: datetime) -> str:

@@ -86,7 +86,9 @@ async def record_separately(
     """Write an audit row in a transaction of its own; False (and a log line) if that fails.
 
     For events whose own writes are already committed and must stay so (a rotated provider
-    grant, a login): a failing audit write must not undo them.
+    grant, a login): a failing audit write must not undo them. Call it when the caller's own
+    session has no transaction open, so this one neither waits for it nor holds a second
+    connection meanwhile.
     """
     session = db.SessionLocal()
     try:
