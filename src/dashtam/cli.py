@@ -133,6 +133,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
         upgrade_to_head(url)
         # Already migrated: workers need not repeat it.
         os.environ["DASHTAM_MIGRATE_ON_START"] = "false"
+        if settings.env is not Environment.PRODUCTION:
+            # Development: OAuth redirects come back to the address served here, unless set.
+            os.environ.setdefault("DASHTAM_PUBLIC_URL", f"http://{args.host}:{args.port}")
         get_settings.cache_clear()
         uvicorn.run(
             "dashtam.main:app",

@@ -45,11 +45,13 @@ def get_current_user(caller: CurrentCaller) -> User:
 CurrentUser = Annotated[User, Depends(get_current_user)]
 
 
-def get_request_context(request: Request) -> RequestContext:
+def get_request_context(request: Request, settings: SettingsDep) -> RequestContext:
     return RequestContext(
         ip_address=request.client.host if request.client else None,
         user_agent=request.headers.get("user-agent"),
-        base_url=str(request.base_url).rstrip("/"),
+        # DASHTAM_PUBLIC_URL, not the Host header: a client must not choose where OAuth
+        # providers send the browser back to.
+        base_url=settings.public_url.rstrip("/"),
     )
 
 

@@ -8,7 +8,7 @@ from urllib.parse import parse_qsl
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
-from dashtam.api.deps import SessionDep, SettingsDep
+from dashtam.api.deps import ContextDep, SessionDep, SettingsDep
 from dashtam.services import sandbox as sandbox_service
 
 router = APIRouter(prefix="/sandbox/oauth", tags=["sandbox"])
@@ -22,6 +22,7 @@ _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 async def authorize(
     session: SessionDep,
     settings: SettingsDep,
+    context: ContextDep,
     response_type: Param = None,
     client_id: Param = None,
     redirect_uri: Param = None,
@@ -35,6 +36,7 @@ async def authorize(
     location = await sandbox_service.authorize(
         session=session,
         settings=settings,
+        client_address=context.ip_address,
         request=sandbox_service.AuthorizeRequest(
             response_type=response_type,
             client_id=client_id,

@@ -54,7 +54,12 @@ class Settings(BaseSettings):
     secret_key: str | None = None
     # "kid:base64key,kid:base64key"; the first one encrypts, every one decrypts.
     encryption_keys: str | None = None
+    # How users reach this Dashtam: OAuth redirect URIs are built from it, never from the
+    # request's Host header (which the client chooses).
     public_url: str = "http://127.0.0.1:8000"
+    # The built-in sandbox OAuth server and /docs: on by default except in production.
+    sandbox_enabled: bool | None = None
+    docs_enabled: bool | None = None
     migrate_on_start: bool = True
 
     access_token_minutes: int = Field(default=15, ge=1)
@@ -72,6 +77,9 @@ class Settings(BaseSettings):
     sandbox_access_token_seconds: int = Field(default=600, ge=1)
     sandbox_refresh_token_seconds: int = Field(default=86_400, ge=1)
     sandbox_code_seconds: int = Field(default=120, ge=1)
+    # Seconds a used sandbox refresh token is still accepted (a client that lost the answer
+    # retries with it), as Okta's refresh-token grace period and Auth0's reuse interval allow.
+    sandbox_refresh_reuse_grace_seconds: int = Field(default=0, ge=0, le=300)
 
     # Request bodies above this many bytes are refused with 413 before they are read.
     max_request_bytes: int = Field(default=65_536, ge=1024)
@@ -129,6 +137,18 @@ class Settings(BaseSettings):
                 "DASHTAM_ENV=production refuses to start without: " + "; ".join(missing)
             )
         return self
+
+    @property
+    def sandbox_is_enabled(self) -> bool:
+        if self.sandbox_enabled is None:
+            return self.env is not Environment.PRODUCTION
+        return self.sandbox_enabled
+
+    @property
+    def docs_are_enabled(self) -> bool:
+        if self.docs_enabled is None:
+            return self.env is not Environment.PRODUCTION
+        return self.docs_enabled
 
     @property
     def async_database_url(self) -> str:

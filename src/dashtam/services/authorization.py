@@ -66,6 +66,18 @@ def callback_uri(base_url: str, provider_id: uuid.UUID) -> str:
     return f"{base_url.rstrip('/')}/api/v1/providers/{provider_id}/authorization/callback"
 
 
+def is_callback_uri(uri: str, base_url: str) -> bool:
+    """True when ``uri`` is this Dashtam's callback for some provider (as ``callback_uri``)."""
+    prefix = f"{base_url.rstrip('/')}/api/v1/providers/"
+    provider_id, _, rest = uri.removeprefix(prefix).partition("/")
+    if not uri.startswith(prefix) or rest != "authorization/callback":
+        return False
+    try:
+        return callback_uri(base_url, uuid.UUID(provider_id)) == uri
+    except ValueError:
+        return False
+
+
 def backoff_after(failures: int) -> timedelta:
     """Wait before the next refresh attempt after ``failures`` consecutive failures."""
     if failures >= 12:  # 2**11 minutes already exceeds the cap; avoid huge powers

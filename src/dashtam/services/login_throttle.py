@@ -38,7 +38,7 @@ class Scope(StrEnum):
     ADDRESS = "address"
     REGISTER = "register"
     AUTH_REFRESH = "auth-refresh"
-    SANDBOX_AUTHORIZE = "sandbox-authorize"
+    SANDBOX_AUTHORIZE = "sandbox"  # the column holds 16 characters
 
 
 def _key(value: str) -> str:
