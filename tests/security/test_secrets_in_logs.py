@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -138,3 +139,19 @@ def test_uvicorn_access_log_line_keeps_no_callback_code_or_state() -> None:
     assert "C0DE" not in line
     assert "ST4TE" not in line
     assert f"{_CALLBACK}?code=[REDACTED]&state=[REDACTED]" in line
+
+
+def test_a_logged_traceback_is_scrubbed_too() -> None:
+    log_redaction.install()  # what create_app() does
+    logger = logging.getLogger("dashtam.tests.traceback")
+    try:
+        raise RuntimeError("token endpoint said refresh_token=R3FR3SH for Bearer 4CC3SS.T0K3N")
+    except RuntimeError:
+        record = logger.makeRecord(
+            logger.name, logging.ERROR, __file__, 1, "refresh failed", (), sys.exc_info()
+        )
+    line = logging.Formatter("%(message)s").format(record)
+    assert "Traceback" in line
+    assert "RuntimeError" in line
+    assert "R3FR3SH" not in line
+    assert "4CC3SS" not in line
