@@ -1,8 +1,9 @@
 """Secrets never reach a log line, whoever logs it (Dashtam, uvicorn, httpx, SQLAlchemy).
 
 ``install()`` wraps the process's log record factory, so every record is scrubbed when it is
-made, before any handler or formatter sees it (its message, arguments and traceback): OAuth query parameters (``code``, ``state``,
-tokens, secrets), bearer credentials and anything shaped like a JWT become ``[REDACTED]``.
+made, before any handler or formatter sees it (its message, arguments and traceback): OAuth
+query parameters (``code``, ``state``, tokens, secrets), bearer credentials and anything shaped
+like a JWT become ``[REDACTED]``.
 uvicorn's access log, for one, would otherwise keep the callback's ``?code=…&state=…``.
 """
 

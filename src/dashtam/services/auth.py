@@ -63,6 +63,9 @@ async def register_user(
     email = normalize_email(str(data.email))
     if await session.scalar(select(User.id).where(User.email == email)) is not None:
         raise ConflictError("An account with this email already exists.")
+    # Hand the connection back while the hash waits for its thread: a burst of registrations
+    # must not hold the pool.
+    await session.commit()
     password_hash = await security.hash_password(data.password)
     user = User(email=email, name=data.name, password_hash=password_hash)
     session.add(user)
@@ -94,9 +97,11 @@ async def login(
         session=session, email=email, address=context.ip_address, settings=settings, now=now
     )
     user = await session.scalar(select(User).where(User.email == email))
+    # Only read: end the transaction (objects stay loaded) so that no pooled connection waits
+    # on the password hash, nor nests the audit row below in it.
+    await session.commit()
     if not await security.verify_password(data.password, user.password_hash if user else None):
         user_id = user.id if user else None
-        await session.rollback()  # only read; the attempt was counted and committed before
         await record_separately(
             provider_id=None,
             user_id=user_id,
