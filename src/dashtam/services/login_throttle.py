@@ -24,7 +24,7 @@ import hashlib
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import case, delete, select, tuple_, update
+from sqlalchemy import case, delete, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -83,28 +83,23 @@ async def count_login_attempt(
     address is blocked.
     """
     subjects = _subjects(email, address)
-    await session.execute(
-        insert(LoginThrottle)
-        .values(
-            [
-                {"scope": scope.value, "key": key, "failures": 0, "window_started_at": now}
-                for scope, key in subjects
-            ]
-        )
-        .on_conflict_do_nothing()
+    # One statement creates the missing counters and locks all of them (a no-op update takes
+    # the row lock): the lock is held for this statement, the update and the commit only.
+    upsert = insert(LoginThrottle).values(
+        [
+            {"scope": scope.value, "key": key, "failures": 0, "window_started_at": now}
+            for scope, key in subjects
+        ]
+    )
+    upsert = upsert.on_conflict_do_update(
+        index_elements=[LoginThrottle.scope, LoginThrottle.key],
+        set_={"failures": LoginThrottle.failures},
     )
     rows = {
         (row.scope, row.key): row
         for row in await session.scalars(
-            select(LoginThrottle)
-            .where(
-                tuple_(LoginThrottle.scope, LoginThrottle.key).in_(
-                    [(scope.value, key) for scope, key in subjects]
-                )
-            )
-            .order_by(LoginThrottle.scope, LoginThrottle.key)
-            .with_for_update()
-            .execution_options(populate_existing=True)
+            upsert.returning(LoginThrottle),
+            execution_options={"populate_existing": True},
         )
     }
     window = timedelta(seconds=settings.login_failure_window_seconds)
@@ -135,7 +130,10 @@ async def count_login_attempt(
 async def take_back_login_attempt(
     *, session: AsyncSession, email: str, address: str | None, settings: Settings
 ) -> None:
-    """A correct password: the account starts afresh, the address gets its attempt back."""
+    """A correct password: the account starts afresh, the address gets its attempt back.
+
+    Committed at once: the address's row is shared by every login from there.
+    """
     await session.execute(
         delete(LoginThrottle).where(
             LoginThrottle.scope == Scope.ACCOUNT.value, LoginThrottle.key == _key(email)
@@ -155,6 +153,7 @@ async def take_back_login_attempt(
                 ),
             )
         )
+    await session.commit()
 
 
 async def enforce_rate_limit(
