@@ -2,8 +2,10 @@
 
 Tokens are sealed with the keyring before they reach the database; the ``state`` handed to
 the browser is signed, expires, and is consumed once (the callback authenticates by it).
-The code exchange calls the provider outside any open transaction; a refresh keeps its
-connection's row locked across the provider call, so refreshes of one connection serialize.
+The code exchange calls the provider outside any open transaction and then locks the
+connection row before storing, as disconnect does, so a disconnect meanwhile is not undone; a
+refresh keeps its connection's row locked across the provider call, so refreshes of one
+connection serialize.
 """
 
 from __future__ import annotations
@@ -345,9 +347,10 @@ async def refresh_tokens(
     """Refresh the provider's access token now; failures back off exponentially (cap 24 h).
 
     The connection's row stays locked (``SELECT … FOR UPDATE``) from reading the refresh token
-    until the new tokens, the counters and the audit row are committed together: concurrent
-    refreshes of one connection run one after another, each presenting the refresh token the
-    previous one stored, so no rotation is lost. The provider call is made meanwhile; the
+    until the new tokens and the counters are committed: concurrent refreshes of one
+    connection run one after another, each presenting the refresh token the previous one
+    stored, so no rotation is lost. The audit row follows in a transaction of its own, and a
+    lost connection while storing is retried (``_store_refreshed_grant``). The provider call is made meanwhile; the
     in-process sandbox takes only its own rows' locks, on another connection, so the lock order
     is always connection row first. Waiters give up after ``DASHTAM_DB_LOCK_TIMEOUT`` (503).
 
