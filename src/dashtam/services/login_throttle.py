@@ -21,6 +21,7 @@ Throttled requests get 429 with ``Retry-After``.
 from __future__ import annotations
 
 import hashlib
+import math
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -58,19 +59,16 @@ def account_delay(failures: int, settings: Settings) -> timedelta:
     over = failures - settings.login_max_failures_per_account
     if over < 0:
         return timedelta(0)
-    seconds = (
-        settings.login_max_delay_seconds
-        if over >= 6
-        else min(2**over, settings.login_max_delay_seconds)
-    )
-    return timedelta(seconds=seconds)
+    # 2**6 already exceeds the 60 s cap: no need for larger powers.
+    return timedelta(seconds=min(2 ** min(over, 6), settings.login_max_delay_seconds))
 
 
 def _throttled(locked_until: datetime, now: datetime, detail: str) -> TooManyRequestsError:
     return TooManyRequestsError(
         detail,
         retry_at=locked_until,
-        retry_after=int((locked_until - now).total_seconds()) + 1,
+        # Rounded up, never past the wait itself: a 60 s delay says Retry-After: 60.
+        retry_after=math.ceil((locked_until - now).total_seconds()),
     )
 
 
