@@ -352,7 +352,8 @@ async def refresh_tokens(
     stored, so no rotation is lost. The audit row follows in a transaction of its own, and a
     lost connection while storing is retried (``_store_refreshed_grant``). The provider call
     is made meanwhile; the in-process sandbox takes only its own rows' locks, on another
-    connection, so the lock order is always connection row first. Waiters give up after ``DASHTAM_DB_LOCK_TIMEOUT`` (503).
+    connection, so the lock order is always connection row first. Waiters give up after
+    ``DASHTAM_DB_LOCK_TIMEOUT`` (503).
 
     The connection taken so far (to authenticate) is handed back first, and at most
     ``nested_connection_slots()`` refreshes per worker hold one meanwhile, so the sandbox
