@@ -90,6 +90,11 @@ def _server_env(database_url: str, public_url: str) -> dict[str, str]:
             "DASHTAM_PASSWORD_HASH_MEMORY_KIB": "19456",
             "DASHTAM_PASSWORD_HASH_TIME_COST": "2",
             "DASHTAM_LOGIN_MAX_FAILURES_PER_ADDRESS": "1000",
+            # Every simulated client comes from 127.0.0.1.
+            "DASHTAM_REGISTER_MAX_PER_ADDRESS": "100000",
+            "DASHTAM_AUTH_REFRESH_MAX_PER_ADDRESS": "100000",
+            "DASHTAM_SANDBOX_AUTHORIZE_MAX_PER_ADDRESS": "100000",
+            "DASHTAM_SANDBOX_ENABLED": "true",
             "DASHTAM_DB_POOL_TIMEOUT": "5",
             "DASHTAM_DB_CONNECT_TIMEOUT": "3",
         }
@@ -250,9 +255,10 @@ def _table(run: Run, elapsed: float) -> list[str]:
 def _check_faults(run: Run, database_url: str) -> list[str]:
     assert run.outage is not None
     down, up = run.outage
-    # A refresh whose provider call succeeded but whose write died with the database: the
-    # provider rotated the refresh token, the old one stays stored (all-or-nothing), so the
-    # provider refuses it afterwards (502 invalid_grant, then 429 backoff) until re-authorized.
+    # A refresh whose provider call succeeded but whose new grant never reached the database
+    # (Dashtam retries that write on a fresh connection): the provider rotated the refresh
+    # token, the old one stays stored, so the provider refuses it afterwards (502
+    # invalid_grant, then 429 backoff) until the user re-authorizes.
     lost_rotation = {
         s.provider
         for s in run.samples
@@ -300,8 +306,8 @@ def _check_faults(run: Run, database_url: str) -> list[str]:
         f"{len(lost)} missing; {sum(run.refreshed.values())} refreshes acknowledged (201), "
         f"{len(lost_refreshes)} connection(s) with fewer refreshes stored than acknowledged.",
         f"- Connections whose in-flight refresh lost its rotation: {len(lost_rotation)} of "
-        f"{len(run.refreshed) or len(lost_rotation)} (the provider rotated, the database write "
-        "died; the provider then refuses the old token, so the user re-authorizes).",
+        f"{len(run.refreshed) or len(lost_rotation)} (the provider rotated but the new grant was "
+        "never stored; the provider then refuses the old token, so the user re-authorizes).",
     ]
     if unclean:
         run.failures.append(
@@ -312,6 +318,8 @@ def _check_faults(run: Run, database_url: str) -> list[str]:
         run.failures.append("the service did not recover after the restart")
     if lost or lost_refreshes:
         run.failures.append(f"{len(lost) + len(lost_refreshes)} acknowledged write(s) lost")
+    if lost_rotation:
+        run.failures.append(f"{len(lost_rotation)} connection(s) lost their rotated refresh token")
     return outcome
 
 

@@ -22,6 +22,10 @@ pytest_plugins = ["pytester"]
 os.environ["DASHTAM_ENV"] = "test"
 os.environ["DASHTAM_PASSWORD_HASH_TIME_COST"] = "1"
 os.environ["DASHTAM_PASSWORD_HASH_MEMORY_KIB"] = "1024"
+# Many tests register several users from one client address; the limits' own tests lower them.
+os.environ["DASHTAM_REGISTER_MAX_PER_ADDRESS"] = "1000"
+os.environ["DASHTAM_AUTH_REFRESH_MAX_PER_ADDRESS"] = "1000"
+os.environ["DASHTAM_SANDBOX_AUTHORIZE_MAX_PER_ADDRESS"] = "1000"
 os.environ["DASHTAM_SCHWAB_CLIENT_ID"] = "schwab-test-client"
 os.environ["DASHTAM_SCHWAB_CLIENT_SECRET"] = "schwab-test-secret"
 

@@ -95,6 +95,7 @@ def test_the_curl_tour_runs_against_dashtam_serve(served_dashtam: str) -> None:
     output = completed.stdout
     assert completed.returncode == 0, completed.stderr + output
     assert '"status":"ok"' in output  # /health
+    assert '[{"current":true,"client":"curl/' in output  # the login's session
     assert '["sandbox","schwab"]' in output  # provider types
     assert '{"status":"active","expires_at":"' in output  # connected through the sandbox
     assert "HTTP 201" in output  # token refresh

@@ -1,4 +1,4 @@
-"""The ``dashtam`` command: ``serve``, ``migrate`` and ``rotate-key``.
+"""The ``dashtam`` command: ``serve``, ``migrate``, ``rotate-key`` and ``purge``.
 
 ``dashtam serve`` without ``DATABASE_URL`` starts an embedded PostgreSQL whose data lives in
 ``./.dashtam/`` (kept across restarts), applies the migrations, and serves on
@@ -46,6 +46,10 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     rotate.add_argument("--batch-size", type=int, default=500, help="rows per transaction")
+    commands.add_parser(
+        "purge",
+        help="delete expired sandbox grants, authorization states, login tokens and counters",
+    )
     return parser
 
 
@@ -99,6 +103,33 @@ def _rotate_key(args: argparse.Namespace, settings: Settings) -> None:
         raise ConfigurationError("some values are still under old keys: run rotate-key again")
 
 
+def _purge(settings: Settings) -> None:
+    import asyncio
+    from dataclasses import asdict
+
+    from dashtam.services.purge import PurgeReport
+
+    async def run(current: Settings) -> PurgeReport:
+        from dashtam.core import db
+        from dashtam.services.purge import purge_expired
+
+        try:
+            async with db.SessionLocal() as session:
+                return await purge_expired(session=session, settings=current)
+        finally:
+            await db.engine.dispose()
+
+    with _database(settings) as url:
+        os.environ["DATABASE_URL"] = url
+        get_settings.cache_clear()
+        report = asyncio.run(run(get_settings()))
+    print(
+        "dashtam: purged "
+        + ", ".join(f"{count} {name.replace('_', ' ')}" for name, count in asdict(report).items()),
+        file=sys.stderr,
+    )
+
+
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
 
@@ -133,6 +164,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
         upgrade_to_head(url)
         # Already migrated: workers need not repeat it.
         os.environ["DASHTAM_MIGRATE_ON_START"] = "false"
+        if settings.env is not Environment.PRODUCTION:
+            # Development: OAuth redirects come back to the address served here, unless set.
+            os.environ.setdefault("DASHTAM_PUBLIC_URL", f"http://{args.host}:{args.port}")
         get_settings.cache_clear()
         uvicorn.run(
             "dashtam.main:app",
@@ -161,6 +195,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _serve(args, settings)
         elif args.command == "rotate-key":
             _rotate_key(args, settings)
+        elif args.command == "purge":
+            _purge(settings)
         else:
             _migrate(settings)
     except (ConfigurationError, EmbeddedPostgresError) as exc:

@@ -19,6 +19,7 @@ from dashtam.api.body_limit import BodySizeLimit
 from dashtam.api.health import router as health_router
 from dashtam.api.openapi import install_problem_openapi
 from dashtam.api.sandbox import router as sandbox_router
+from dashtam.api.security_headers import SecurityHeaders
 from dashtam.api.v1 import api_router
 from dashtam.core import db, log_redaction
 from dashtam.core.config import Environment, get_settings
@@ -49,23 +50,35 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 def create_app() -> FastAPI:
     settings = get_settings()
     log_redaction.install()
+    docs = settings.docs_are_enabled
     app = FastAPI(
         title="Dashtam",
         version=__version__,
         summary="Connect brokerage providers over OAuth 2.0; tokens encrypted, refreshed, audited.",
         lifespan=_lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
     )
     install_problem_handlers(app)
     install_problem_openapi(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(SecurityHeaders, https=settings.public_url.startswith("https://"))
     app.include_router(health_router)
     app.include_router(api_router)
-    app.include_router(sandbox_router)
-    # The sandbox is reached in-process (real HTTP semantics, no socket needed).
-    app.state.provider_transports = {
-        "sandbox": httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    }
-    _log.debug("Dashtam app created (env=%s)", settings.env.value)
+    app.state.provider_transports = {}
+    if settings.sandbox_is_enabled:
+        app.include_router(sandbox_router)
+        # The sandbox is reached in-process (real HTTP semantics, no socket needed).
+        app.state.provider_transports["sandbox"] = httpx.ASGITransport(
+            app=app, raise_app_exceptions=False
+        )
+    _log.debug(
+        "Dashtam app created (env=%s, sandbox=%s, docs=%s)",
+        settings.env.value,
+        "sandbox" in app.state.provider_transports,
+        docs,
+    )
     return app
 
 

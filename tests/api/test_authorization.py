@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import func, select
 
 from dashtam.core.clock import utcnow
 from dashtam.core.config import get_settings
 from dashtam.core.security import sign_value
+from dashtam.models import SandboxRefreshToken
 from dashtam.services.authorization import STATE_AUDIENCE
 from tests.support.accounts import Account, add_provider, connect
 
@@ -119,6 +122,22 @@ def test_reconnecting_after_disconnect_works(client: TestClient, account: Accoun
     refresh = client.post(f"/api/v1/providers/{pid}/token-refreshes", headers=account.headers)
     assert refresh.status_code == 409
     assert connect(client, account, pid)["status"] == "active"
+
+
+def test_disconnect_revokes_the_grant_at_the_provider(
+    client: TestClient, account: Account, db: Any
+) -> None:
+    pid = add_provider(client, account)["id"]
+    connect(client, account, pid)
+    live = select(func.count(SandboxRefreshToken.id)).where(
+        SandboxRefreshToken.revoked_at.is_(None)
+    )
+    assert db.scalar(live) == 1
+
+    client.delete(f"/api/v1/providers/{pid}/authorization", headers=account.headers)
+
+    # RFC 7009: the sandbox was asked to revoke the refresh token Dashtam no longer keeps.
+    assert db.scalar(live) == 0
 
 
 def test_audit_rows_record_ip_and_user_agent(client: TestClient, account: Account) -> None:

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
+from dashtam.core.clock import shifted
+from dashtam.core.config import get_settings
 from dashtam.models import (
     AuthRefreshToken,
     ConnectionStatus,
@@ -100,7 +103,8 @@ def test_refresh_rotates_the_login_and_the_provider_tokens(client: TestClient, d
     rotated = client.post(f"{API}/auth/refresh", json={"refresh_token": first["refresh_token"]})
     assert rotated.status_code == 200, rotated.text
     assert rotated.json()["refresh_token"] != first["refresh_token"]
-    replay = client.post(f"{API}/auth/refresh", json={"refresh_token": first["refresh_token"]})
+    with shifted(timedelta(seconds=get_settings().auth_refresh_retry_seconds + 1)):
+        replay = client.post(f"{API}/auth/refresh", json={"refresh_token": first["refresh_token"]})
     assert replay.status_code == 401  # reuse revokes the whole family...
     revoked = db.scalar(
         select(func.count(AuthRefreshToken.id)).where(AuthRefreshToken.revoked_at.is_not(None))

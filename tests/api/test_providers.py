@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 
 from tests.support.accounts import Account, add_provider, connect
 
@@ -44,12 +46,44 @@ def test_alias_is_unique_per_user(client: TestClient, make_account: Callable[[],
     )
     assert duplicate.status_code == 409
     assert duplicate.headers["content-type"] == "application/problem+json"
+    assert duplicate.json()["field"] == "alias"
 
     other = add_provider(client, alice, alias="Other")
     rename = client.patch(
         f"/api/v1/providers/{other['id']}", json={"alias": "Brokerage"}, headers=alice.headers
     )
     assert rename.status_code == 409
+
+
+def test_another_conflict_on_create_is_not_reported_as_alias_taken(
+    client: TestClient, account: Account, db: Any
+) -> None:
+    # Any other constraint violated while creating: here a foreign key, raised by a trigger.
+    db.execute(
+        text(
+            """
+            CREATE FUNCTION refuse_connection() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                RAISE foreign_key_violation USING CONSTRAINT = 'fk_injected';
+            END $$
+            """
+        )
+    )
+    db.execute(
+        text(
+            "CREATE TRIGGER refuse_connection BEFORE INSERT ON provider_connections"
+            " FOR EACH ROW EXECUTE FUNCTION refuse_connection()"
+        )
+    )
+    response = client.post(
+        "/api/v1/providers",
+        json={"provider_key": "sandbox", "alias": "Fresh name"},
+        headers=account.headers,
+    )
+    assert response.status_code == 409
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "field" not in response.json()
+    assert "already have a provider" not in response.json()["detail"]
 
 
 # Rows are ordered by created_at = now(), the time their transaction began: each request

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import uuid
+from datetime import timedelta
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 from fastapi.testclient import TestClient
+from sqlalchemy import func, select
 
+from dashtam.core.clock import shifted
 from dashtam.core.config import get_settings
 from dashtam.core.security import pkce_pair
+from dashtam.models import SandboxAuthorizationCode
 from dashtam.providers.registry import SANDBOX_CLIENT_ID, sandbox_client_secret
+from dashtam.services.authorization import callback_uri
 
-REDIRECT = "http://client.example/cb"
+# The sandbox's one client is Dashtam: it redirects only to Dashtam's own callback.
+REDIRECT = callback_uri(get_settings().public_url, uuid.uuid4())
 
 
 def _code(client: TestClient, challenge: str) -> str:
@@ -123,3 +131,88 @@ def test_unknown_client_gets_an_error_page_not_a_redirect(client: TestClient) ->
     )
     assert response.status_code == 400
     assert response.headers["content-type"] == "application/problem+json"
+
+
+def _authorize(client: TestClient, redirect_uri: str) -> httpx.Response:
+    return client.get(
+        "/sandbox/oauth/authorize",
+        params={
+            "response_type": "code",
+            "client_id": SANDBOX_CLIENT_ID,
+            "redirect_uri": redirect_uri,
+        },
+        follow_redirects=False,
+    )
+
+
+def test_redirects_only_to_dashtams_own_callback(client: TestClient, db: Any) -> None:
+    for elsewhere in (
+        "https://attacker.example/cb",
+        "http://127.0.0.1:8000/elsewhere",
+        f"https://attacker.example/api/v1/providers/{uuid.uuid4()}/authorization/callback",
+        f"{get_settings().public_url}/api/v1/providers/not-a-uuid/authorization/callback",
+        f"{REDIRECT}?next=https://attacker.example",
+    ):
+        response = _authorize(client, elsewhere)
+        assert response.status_code == 400, elsewhere
+        assert response.headers["content-type"] == "application/problem+json"
+        assert "location" not in response.headers
+    assert db.scalar(select(func.count(SandboxAuthorizationCode.id))) == 0
+    assert _authorize(client, REDIRECT).status_code == 302
+
+
+def test_authorize_is_limited_per_address(client: TestClient, monkeypatch: Any) -> None:
+    monkeypatch.setattr(get_settings(), "sandbox_authorize_max_per_address", 2)
+    assert [_authorize(client, REDIRECT).status_code for _ in range(3)] == [302, 302, 429]
+
+
+def test_revocation_revokes_the_whole_grant(client: TestClient, db: Any) -> None:
+    verifier, challenge = pkce_pair()
+    form = {
+        "grant_type": "authorization_code",
+        "code": _code(client, challenge),
+        "redirect_uri": REDIRECT,
+        "code_verifier": verifier,
+    }
+    first = _token(client, form).json()["refresh_token"]
+    rotated = _token(client, {"grant_type": "refresh_token", "refresh_token": first}).json()
+
+    auth = (SANDBOX_CLIENT_ID, sandbox_client_secret(get_settings()))
+    revoked = client.post("/sandbox/oauth/revoke", data={"token": first}, auth=auth)
+    assert revoked.status_code == 200
+    # Unknown tokens are answered the same (RFC 7009 section 2.2).
+    assert client.post("/sandbox/oauth/revoke", data={"token": "x"}, auth=auth).status_code == 200
+    assert client.post("/sandbox/oauth/revoke", data={"token": "x"}).status_code == 401
+    refused = _token(
+        client, {"grant_type": "refresh_token", "refresh_token": rotated["refresh_token"]}
+    )
+    assert refused.json()["error"] == "invalid_grant"
+
+
+def test_a_used_refresh_token_is_accepted_again_within_the_grace_period(
+    client: TestClient, monkeypatch: Any
+) -> None:
+    monkeypatch.setattr(get_settings(), "sandbox_refresh_reuse_grace_seconds", 30)
+    verifier, challenge = pkce_pair()
+    form = {
+        "grant_type": "authorization_code",
+        "code": _code(client, challenge),
+        "redirect_uri": REDIRECT,
+        "code_verifier": verifier,
+    }
+    first = _token(client, form).json()["refresh_token"]
+    refresh = {"grant_type": "refresh_token", "refresh_token": first}
+    assert _token(client, refresh).status_code == 200
+    # The answer was lost: the client retries with the same token, within the grace period.
+    retried = _token(client, refresh)
+    assert retried.status_code == 200
+    assert retried.json()["refresh_token"] != first
+    with shifted(timedelta(seconds=31)):
+        late = _token(client, refresh)
+        assert late.json()["error"] == "invalid_grant"
+        # Past the grace period a reuse is theft: the whole grant is revoked.
+        after = _token(
+            client,
+            {"grant_type": "refresh_token", "refresh_token": retried.json()["refresh_token"]},
+        )
+        assert after.json()["error"] == "invalid_grant"

@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from dashtam.core.clock import shifted
 from dashtam.core.config import get_settings
-from dashtam.core.errors import NotFoundError, UnauthorizedError
+from dashtam.core.errors import ConflictError, NotFoundError, UnauthorizedError
 from dashtam.models import ConnectionStatus
 from dashtam.schemas.auth import UserLogin, UserRegister
 from dashtam.schemas.providers import ProviderCreate
 from dashtam.services import auth, providers
+from dashtam.services.context import RequestContext
 
 
 async def _user(session: AsyncSession, email: str) -> auth.User:
     return await auth.register_user(
-        session=session, data=UserRegister(email=email, password="a good password")
+        session=session,
+        data=UserRegister(email=email, password="a good password"),
+        settings=get_settings(),
     )
 
 
@@ -46,20 +51,35 @@ async def test_another_users_provider_does_not_exist(async_db: AsyncSession) -> 
 
 async def test_refresh_token_reuse_revokes_the_family(async_db: AsyncSession) -> None:
     settings = get_settings()
+    context = RequestContext(ip_address="192.0.2.1", user_agent="tests", base_url="")
     await _user(async_db, "rot@example.com")
     pair = await auth.login(
         session=async_db,
         data=UserLogin(email="rot@example.com", password="a good password"),
         settings=settings,
+        context=context,
     )
     rotated = await auth.refresh_login(
-        session=async_db, refresh_token=pair.refresh_token, settings=settings
+        session=async_db, refresh_token=pair.refresh_token, settings=settings, context=context
     )
-    with pytest.raises(UnauthorizedError, match="already used"):
+    # Presented again at once: a retried request, refused without ending the session.
+    with pytest.raises(ConflictError, match="already exchanged"):
         await auth.refresh_login(
-            session=async_db, refresh_token=pair.refresh_token, settings=settings
+            session=async_db, refresh_token=pair.refresh_token, settings=settings, context=context
         )
-    with pytest.raises(UnauthorizedError, match="already used"):
-        await auth.refresh_login(
-            session=async_db, refresh_token=rotated.refresh_token, settings=settings
-        )
+    # Presented again later: a stolen token; the whole session ends.
+    with shifted(timedelta(seconds=settings.auth_refresh_retry_seconds + 1)):
+        with pytest.raises(UnauthorizedError, match="already used"):
+            await auth.refresh_login(
+                session=async_db,
+                refresh_token=pair.refresh_token,
+                settings=settings,
+                context=context,
+            )
+        with pytest.raises(UnauthorizedError, match="revoked"):
+            await auth.refresh_login(
+                session=async_db,
+                refresh_token=rotated.refresh_token,
+                settings=settings,
+                context=context,
+            )

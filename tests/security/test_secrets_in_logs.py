@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -12,6 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from dashtam.core import log_redaction
+from dashtam.core.clock import shifted
 from dashtam.core.config import get_settings
 from dashtam.core.crypto import Keyring, Sealed
 from dashtam.providers.registry import sandbox_client_secret
@@ -86,14 +89,16 @@ def test_full_flow_at_debug_logs_no_secret(
     for number, value in enumerate(first_tokens + second_tokens):
         secrets[f"provider secret {number}"] = value
 
+    disconnected = client.delete(f"/api/v1/providers/{pid}/authorization", headers=account.headers)
+    assert disconnected.status_code == 204
+    # The reuse below ends the session, and with it this access token: disconnect first.
     rotated = client.post("/api/v1/auth/refresh", json={"refresh_token": account.refresh_token})
     assert rotated.status_code == 200
     secrets["rotated refresh token"] = rotated.json()["refresh_token"]
-    reused = client.post("/api/v1/auth/refresh", json={"refresh_token": account.refresh_token})
+    with shifted(timedelta(seconds=get_settings().auth_refresh_retry_seconds + 1)):
+        reused = client.post("/api/v1/auth/refresh", json={"refresh_token": account.refresh_token})
     assert reused.status_code == 401
 
-    disconnected = client.delete(f"/api/v1/providers/{pid}/authorization", headers=account.headers)
-    assert disconnected.status_code == 204
     failed = client.post(
         "/api/v1/auth/login", json={"email": account.email, "password": "Wrong-" + account.password}
     )
@@ -134,3 +139,19 @@ def test_uvicorn_access_log_line_keeps_no_callback_code_or_state() -> None:
     assert "C0DE" not in line
     assert "ST4TE" not in line
     assert f"{_CALLBACK}?code=[REDACTED]&state=[REDACTED]" in line
+
+
+def test_a_logged_traceback_is_scrubbed_too() -> None:
+    log_redaction.install()  # what create_app() does
+    logger = logging.getLogger("dashtam.tests.traceback")
+    try:
+        raise RuntimeError("token endpoint said refresh_token=R3FR3SH for Bearer 4CC3SS.T0K3N")
+    except RuntimeError:
+        record = logger.makeRecord(
+            logger.name, logging.ERROR, __file__, 1, "refresh failed", (), sys.exc_info()
+        )
+    line = logging.Formatter("%(message)s").format(record)
+    assert "Traceback" in line
+    assert "RuntimeError" in line
+    assert "R3FR3SH" not in line
+    assert "4CC3SS" not in line

@@ -13,27 +13,29 @@ from dashtam.core.clock import utcnow
 SECRET = "unit-test-secret-key-that-is-long-enough"
 
 
-def test_passwords_hash_with_argon2id_and_verify() -> None:
-    hashed = security.hash_password("hunter2 hunter2")
+async def test_passwords_hash_with_argon2id_and_verify() -> None:
+    hashed = await security.hash_password("hunter2 hunter2")
     assert hashed.startswith("$argon2id$")
     assert "hunter2" not in hashed
-    assert security.verify_password("hunter2 hunter2", hashed)
-    assert not security.verify_password("hunter3 hunter3", hashed)
-    assert not security.verify_password("anything", None)
-    assert not security.verify_password("anything", "not-a-hash")
+    assert await security.verify_password("hunter2 hunter2", hashed)
+    assert not await security.verify_password("hunter3 hunter3", hashed)
+    assert not await security.verify_password("anything", None)
+    assert not await security.verify_password("anything", "not-a-hash")
 
 
 def test_access_token_round_trip_and_rejections() -> None:
-    user_id = uuid.uuid4()
+    user_id, session_id = uuid.uuid4(), uuid.uuid4()
     token = security.create_access_token(
-        user_id=user_id, secret=SECRET, lifetime=timedelta(minutes=5)
+        user_id=user_id, session_id=session_id, secret=SECRET, lifetime=timedelta(minutes=5)
     )
     assert token.expires_in == 300
-    assert security.decode_access_token(token.token, secret=SECRET) == user_id
+    assert security.decode_access_token(token.token, secret=SECRET) == security.AccessClaims(
+        user_id, session_id
+    )
     with pytest.raises(security.InvalidTokenError):
         security.decode_access_token(token.token, secret="another-secret-key-of-enough-length")
     expired = security.create_access_token(
-        user_id=user_id, secret=SECRET, lifetime=timedelta(seconds=-1)
+        user_id=user_id, session_id=session_id, secret=SECRET, lifetime=timedelta(seconds=-1)
     )
     with pytest.raises(security.InvalidTokenError, match="expired"):
         security.decode_access_token(expired.token, secret=SECRET)
@@ -56,7 +58,7 @@ def test_signed_state_binds_audience_and_expiry_and_detects_tampering() -> None:
         security.unsign_value(old, secret=SECRET, audience="state")
     # An access token is not a state, even with the same secret.
     access = security.create_access_token(
-        user_id=uuid.uuid4(), secret=SECRET, lifetime=timedelta(minutes=1)
+        user_id=uuid.uuid4(), session_id=uuid.uuid4(), secret=SECRET, lifetime=timedelta(minutes=1)
     )
     with pytest.raises(security.InvalidTokenError):
         security.unsign_value(access.token, secret=SECRET, audience="state")

@@ -23,11 +23,11 @@ _bearer = HTTPBearer(auto_error=False)
 PROVIDER_HTTP_TIMEOUT = httpx.Timeout(15.0)
 
 
-async def get_current_user(
+async def get_caller(
     session: SessionDep,
     settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> User:
+) -> auth_service.Authenticated:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise UnauthorizedError("Send an access token: Authorization: Bearer <token>.")
     return await auth_service.authenticate(
@@ -35,14 +35,23 @@ async def get_current_user(
     )
 
 
+CurrentCaller = Annotated[auth_service.Authenticated, Depends(get_caller)]
+
+
+def get_current_user(caller: CurrentCaller) -> User:
+    return caller.user
+
+
 CurrentUser = Annotated[User, Depends(get_current_user)]
 
 
-def get_request_context(request: Request) -> RequestContext:
+def get_request_context(request: Request, settings: SettingsDep) -> RequestContext:
     return RequestContext(
         ip_address=request.client.host if request.client else None,
         user_agent=request.headers.get("user-agent"),
-        base_url=str(request.base_url).rstrip("/"),
+        # DASHTAM_PUBLIC_URL, not the Host header: a client must not choose where OAuth
+        # providers send the browser back to.
+        base_url=settings.public_url.rstrip("/"),
     )
 
 

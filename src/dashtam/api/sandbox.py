@@ -6,9 +6,9 @@ from typing import Annotated
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 
-from dashtam.api.deps import SessionDep, SettingsDep
+from dashtam.api.deps import ContextDep, SessionDep, SettingsDep
 from dashtam.services import sandbox as sandbox_service
 
 router = APIRouter(prefix="/sandbox/oauth", tags=["sandbox"])
@@ -22,6 +22,7 @@ _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 async def authorize(
     session: SessionDep,
     settings: SettingsDep,
+    context: ContextDep,
     response_type: Param = None,
     client_id: Param = None,
     redirect_uri: Param = None,
@@ -35,6 +36,7 @@ async def authorize(
     location = await sandbox_service.authorize(
         session=session,
         settings=settings,
+        client_address=context.ip_address,
         request=sandbox_service.AuthorizeRequest(
             response_type=response_type,
             client_id=client_id,
@@ -49,17 +51,21 @@ async def authorize(
     return RedirectResponse(location, status_code=302)
 
 
+async def _form(request: Request) -> dict[str, str]:
+    raw = await request.body()
+    if len(raw) > _MAX_FORM_BYTES:
+        raise sandbox_service.OAuthError("invalid_request", "request body too large")
+    try:
+        return dict(parse_qsl(raw.decode("utf-8"), keep_blank_values=True, strict_parsing=False))
+    except UnicodeDecodeError:
+        raise sandbox_service.OAuthError("invalid_request", "body must be UTF-8") from None
+
+
 @router.post("/token")
 async def token(request: Request, session: SessionDep, settings: SettingsDep) -> JSONResponse:
     """RFC 6749 token endpoint: form-encoded body, client authentication by HTTP Basic."""
-    raw = await request.body()
-    if len(raw) > _MAX_FORM_BYTES:
-        return _oauth_error(sandbox_service.OAuthError("invalid_request", "request body too large"))
     try:
-        form = dict(parse_qsl(raw.decode("utf-8"), keep_blank_values=True, strict_parsing=False))
-    except UnicodeDecodeError:
-        return _oauth_error(sandbox_service.OAuthError("invalid_request", "body must be UTF-8"))
-    try:
+        form = await _form(request)
         body = await sandbox_service.token(
             session=session,
             authorization=request.headers.get("authorization"),
@@ -69,6 +75,21 @@ async def token(request: Request, session: SessionDep, settings: SettingsDep) ->
     except sandbox_service.OAuthError as exc:
         return _oauth_error(exc)
     return JSONResponse(body, headers=_NO_STORE)
+
+
+@router.post("/revoke")
+async def revoke(request: Request, session: SessionDep, settings: SettingsDep) -> Response:
+    """RFC 7009 revocation endpoint: 200 whether or not the token was known."""
+    try:
+        await sandbox_service.revoke(
+            session=session,
+            authorization=request.headers.get("authorization"),
+            form=await _form(request),
+            settings=settings,
+        )
+    except sandbox_service.OAuthError as exc:
+        return _oauth_error(exc)
+    return Response(status_code=200, headers=_NO_STORE)
 
 
 def _oauth_error(exc: sandbox_service.OAuthError) -> JSONResponse:

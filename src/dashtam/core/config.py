@@ -54,29 +54,54 @@ class Settings(BaseSettings):
     secret_key: str | None = None
     # "kid:base64key,kid:base64key"; the first one encrypts, every one decrypts.
     encryption_keys: str | None = None
+    # How users reach this Dashtam: OAuth redirect URIs are built from it, never from the
+    # request's Host header (which the client chooses).
     public_url: str = "http://127.0.0.1:8000"
+    # The built-in sandbox OAuth server and /docs: on by default except in production.
+    sandbox_enabled: bool | None = None
+    docs_enabled: bool | None = None
     migrate_on_start: bool = True
 
     access_token_minutes: int = Field(default=15, ge=1)
     refresh_token_days: int = Field(default=14, ge=1)
+    # A login refresh token presented again this soon after its use is a retried request
+    # (409, the session lives), not a stolen token (which ends the session).
+    auth_refresh_retry_seconds: int = Field(default=10, ge=0, le=60)
     # argon2id cost (RFC 9106 "second recommended" by default: 64 MiB, 3 passes).
     password_hash_time_cost: int = Field(default=3, ge=1)
     password_hash_memory_kib: int = Field(default=65_536, ge=8)
+    # Hashes computed at once per worker process (each takes one core for its duration).
+    password_hash_concurrency: int = Field(default=2, ge=1)
     authorization_state_seconds: int = Field(default=600, ge=1)
 
     sandbox_access_token_seconds: int = Field(default=600, ge=1)
     sandbox_refresh_token_seconds: int = Field(default=86_400, ge=1)
     sandbox_code_seconds: int = Field(default=120, ge=1)
+    # Seconds a used sandbox refresh token is still accepted (a client that lost the answer
+    # retries with it), as Okta's refresh-token grace period and Auth0's reuse interval allow.
+    sandbox_refresh_reuse_grace_seconds: int = Field(default=0, ge=0, le=300)
 
     # Request bodies above this many bytes are refused with 413 before they are read.
     max_request_bytes: int = Field(default=65_536, ge=1024)
 
-    # Login throttling, shared by every worker through PostgreSQL: this many failed logins
-    # within the window locks the account (or the client address) for the lockout time.
+    # Login throttling, shared by every worker through PostgreSQL (docs/deploy.md states the
+    # policy). Per account: after this many failures within the window, each further attempt
+    # waits a doubling delay, at most login_max_delay_seconds; the owner is never locked out
+    # for longer. Per client address: this many failures within the window block the address
+    # for login_lockout_seconds.
     login_max_failures_per_account: int = Field(default=5, ge=1)
+    login_max_delay_seconds: int = Field(default=60, ge=1, le=60)
     login_max_failures_per_address: int = Field(default=20, ge=1)
     login_failure_window_seconds: int = Field(default=900, ge=1)
     login_lockout_seconds: int = Field(default=900, ge=1)
+    # Requests per client address within the window, for the unauthenticated endpoints that
+    # cost work or rows: registration (argon2), login refresh, the sandbox's authorize.
+    register_max_per_address: int = Field(default=10, ge=1)
+    register_window_seconds: int = Field(default=3600, ge=1)
+    auth_refresh_max_per_address: int = Field(default=60, ge=1)
+    auth_refresh_window_seconds: int = Field(default=60, ge=1)
+    sandbox_authorize_max_per_address: int = Field(default=30, ge=1)
+    sandbox_authorize_window_seconds: int = Field(default=60, ge=1)
 
     # Connection pool, per worker process: workers x (pool_size + max_overflow) must stay
     # below the server's max_connections.
@@ -112,6 +137,18 @@ class Settings(BaseSettings):
                 "DASHTAM_ENV=production refuses to start without: " + "; ".join(missing)
             )
         return self
+
+    @property
+    def sandbox_is_enabled(self) -> bool:
+        if self.sandbox_enabled is None:
+            return self.env is not Environment.PRODUCTION
+        return self.sandbox_enabled
+
+    @property
+    def docs_are_enabled(self) -> bool:
+        if self.docs_enabled is None:
+            return self.env is not Environment.PRODUCTION
+        return self.docs_enabled
 
     @property
     def async_database_url(self) -> str:

@@ -18,11 +18,12 @@ from contextlib import suppress
 from typing import Any
 
 from asyncpg.exceptions import (
+    ConnectionDoesNotExistError,
     InternalClientError,
     OperatorInterventionError,
     PostgresConnectionError,
 )
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
 from dashtam.core.config import Settings, get_settings
@@ -87,6 +88,40 @@ CONNECTION_LOST = (
     OperatorInterventionError,
     PostgresConnectionError,
 )
+
+
+# connection_exception, operator_intervention (restart, admin shutdown), and the waits a
+# retry can outlast: lock_not_available, deadlock_detected, serialization_failure.
+_RETRYABLE_SQLSTATE_CLASSES = frozenset({"08", "57"})
+_RETRYABLE_SQLSTATES = frozenset({"55P03", "40P01", "40001"})
+
+
+_LOST_DRIVER_ERRORS = (*CONNECTION_LOST, ConnectionDoesNotExistError)
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """True when the same statements may succeed on a fresh connection a moment later.
+
+    A refused write (a constraint, a trigger's exception, bad input) is not retryable: it would
+    fail the same way again.
+    """
+    if isinstance(exc, DBAPIError):
+        # The driver's own error, where SQLAlchemy's asyncpg adapter keeps it.
+        cause = getattr(exc.orig, "__cause__", None)
+        sqlstate = str(
+            getattr(exc.orig, "sqlstate", None)
+            or getattr(cause, "sqlstate", None)
+            or getattr(exc.orig, "pgcode", "")
+            or ""
+        )
+        return (
+            exc.connection_invalidated
+            or isinstance(exc, OperationalError | InterfaceError)
+            or sqlstate[:2] in _RETRYABLE_SQLSTATE_CLASSES
+            or sqlstate in _RETRYABLE_SQLSTATES
+            or isinstance(cause, _LOST_DRIVER_ERRORS)
+        )
+    return isinstance(exc, _LOST_DRIVER_ERRORS)
 
 
 async def get_session() -> AsyncIterator[AsyncSession]:

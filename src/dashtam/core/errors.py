@@ -5,6 +5,7 @@ Hierarchy::
     ProblemError                  any error a client should see, with its HTTP status
     ├── BadRequestError           400
     ├── UnauthorizedError         401 (adds WWW-Authenticate: Bearer)
+    ├── ForbiddenError            403 (authenticated, but the request is refused)
     ├── NotFoundError             404 (also for things that exist but are not yours)
     ├── ConflictError             409
     ├── UnprocessableError        422 (with ``errors`` naming the offending fields)
@@ -88,6 +89,10 @@ class UnauthorizedError(ProblemError):
     def __init__(self, detail: str = "Authentication required", **kwargs: Any) -> None:
         kwargs.setdefault("headers", {"WWW-Authenticate": "Bearer"})
         super().__init__(detail, **kwargs)
+
+
+class ForbiddenError(ProblemError):
+    status = 403
 
 
 class NotFoundError(ProblemError):

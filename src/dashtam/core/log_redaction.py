@@ -1,8 +1,9 @@
 """Secrets never reach a log line, whoever logs it (Dashtam, uvicorn, httpx, SQLAlchemy).
 
 ``install()`` wraps the process's log record factory, so every record is scrubbed when it is
-made, before any handler or formatter sees it: OAuth query parameters (``code``, ``state``,
-tokens, secrets), bearer credentials and anything shaped like a JWT become ``[REDACTED]``.
+made, before any handler or formatter sees it (its message, arguments and traceback): OAuth
+query parameters (``code``, ``state``, tokens, secrets), bearer credentials and anything shaped
+like a JWT become ``[REDACTED]``.
 uvicorn's access log, for one, would otherwise keep the callback's ``?code=…&state=…``.
 """
 
@@ -47,6 +48,9 @@ def _scrub(value: Any) -> Any:
     return cleaned if cleaned != text else value
 
 
+_traceback_formatter = logging.Formatter()
+
+
 def _scrub_record(record: logging.LogRecord) -> None:
     if isinstance(record.msg, str):
         record.msg = redact(record.msg)
@@ -54,6 +58,14 @@ def _scrub_record(record: logging.LogRecord) -> None:
         record.args = tuple(_scrub(arg) for arg in record.args)
     elif isinstance(record.args, dict):
         record.args = {key: _scrub(arg) for key, arg in record.args.items()}
+    # A traceback carries exception messages (an httpx error naming a URL with ?code=, a
+    # token in an assertion): formatters print exc_text when set, so set it, scrubbed.
+    if record.exc_info and record.exc_info != (None, None, None) and not record.exc_text:
+        record.exc_text = redact(_traceback_formatter.formatException(record.exc_info))
+    elif record.exc_text:
+        record.exc_text = redact(record.exc_text)
+    if record.stack_info:
+        record.stack_info = redact(record.stack_info)
 
 
 _installed = False

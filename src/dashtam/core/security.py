@@ -1,18 +1,22 @@
 """Passwords, access tokens, opaque tokens and signed values.
 
-- passwords: argon2id (``argon2-cffi``), rehashed when parameters change;
-- access tokens: short-lived HS256 JWTs carrying the user id;
+- passwords: argon2id (``argon2-cffi``), rehashed when parameters change, computed on a
+  small thread pool (``DASHTAM_PASSWORD_HASH_CONCURRENCY`` at once) so the event loop keeps
+  serving while a hash runs, and a burst of logins cannot take every core;
+- access tokens: short-lived HS256 JWTs carrying the user id and the login session's id;
 - opaque tokens (refresh tokens, authorization codes): random, stored only as SHA-256;
 - signed values (the OAuth ``state``): JWTs with their own audience and expiry.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import secrets
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -33,34 +37,54 @@ class InvalidTokenError(ValueError):
     """A token that is malformed, tampered with, expired or meant for something else."""
 
 
-@lru_cache(maxsize=1)
+@lru_cache(maxsize=4)
+def _hasher_with(time_cost: int, memory_kib: int) -> PasswordHasher:
+    return PasswordHasher(time_cost=time_cost, memory_cost=memory_kib, parallelism=1)
+
+
 def _hasher() -> PasswordHasher:
     """argon2id with the configured cost (hashes record their parameters, so cost can change)."""
     settings = get_settings()
-    return PasswordHasher(
-        time_cost=settings.password_hash_time_cost,
-        memory_cost=settings.password_hash_memory_kib,
-        parallelism=1,
-    )
+    return _hasher_with(settings.password_hash_time_cost, settings.password_hash_memory_kib)
 
 
 @lru_cache(maxsize=1)
+def _hash_pool() -> ThreadPoolExecutor:
+    # argon2-cffi releases the GIL while hashing: the loop thread runs on meanwhile. The pool's
+    # size bounds the hashes running at once; more wait in its queue, not on the event loop.
+    return ThreadPoolExecutor(
+        max_workers=get_settings().password_hash_concurrency, thread_name_prefix="argon2"
+    )
+
+
 def _dummy_hash() -> str:
     # Verified against when the email is unknown, so both paths cost one argon2 verification.
-    return _hasher().hash("dashtam-no-such-user")
+    return _dummy_hash_with(_hasher())
 
 
-def hash_password(password: str) -> str:
-    return _hasher().hash(password)
+@lru_cache(maxsize=4)
+def _dummy_hash_with(hasher: PasswordHasher) -> str:
+    return hasher.hash("dashtam-no-such-user")
 
 
-def verify_password(password: str, password_hash: str | None) -> bool:
-    """True when ``password`` matches; spends the same effort when there is no hash."""
+def _verify_blocking(password: str, password_hash: str | None) -> bool:
     try:
         matched = _hasher().verify(password_hash or _dummy_hash(), password)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
     return matched and password_hash is not None
+
+
+async def hash_password(password: str) -> str:
+    """The argon2id hash of ``password``, computed off the event loop."""
+    return await asyncio.get_running_loop().run_in_executor(_hash_pool(), _hasher().hash, password)
+
+
+async def verify_password(password: str, password_hash: str | None) -> bool:
+    """True when ``password`` matches; spends the same effort when there is no hash."""
+    return await asyncio.get_running_loop().run_in_executor(
+        _hash_pool(), _verify_blocking, password, password_hash
+    )
 
 
 def password_needs_rehash(password_hash: str) -> bool:
@@ -86,10 +110,20 @@ class AccessToken:
     expires_in: int
 
 
-def create_access_token(*, user_id: uuid.UUID, secret: str, lifetime: timedelta) -> AccessToken:
+@dataclass(frozen=True, slots=True)
+class AccessClaims:
+    user_id: uuid.UUID
+    session_id: uuid.UUID
+
+
+def create_access_token(
+    *, user_id: uuid.UUID, session_id: uuid.UUID, secret: str, lifetime: timedelta
+) -> AccessToken:
+    """An access token of ``user_id``'s login session ``session_id`` (refused once it ends)."""
     now = utcnow()
     claims = {
         "sub": str(user_id),
+        "sid": str(session_id),
         "aud": _ACCESS_AUDIENCE,
         "iat": now,
         "exp": now + lifetime,
@@ -99,12 +133,14 @@ def create_access_token(*, user_id: uuid.UUID, secret: str, lifetime: timedelta)
     return AccessToken(token=token, expires_in=int(lifetime.total_seconds()))
 
 
-def decode_access_token(token: str, *, secret: str) -> uuid.UUID:
+def decode_access_token(token: str, *, secret: str) -> AccessClaims:
     claims = _decode(token, secret=secret, audience=_ACCESS_AUDIENCE)
     try:
-        return uuid.UUID(str(claims["sub"]))
+        return AccessClaims(
+            user_id=uuid.UUID(str(claims["sub"])), session_id=uuid.UUID(str(claims["sid"]))
+        )
     except (KeyError, ValueError) as exc:
-        raise InvalidTokenError("access token has no valid subject") from exc
+        raise InvalidTokenError("access token has no valid subject or session") from exc
 
 
 def sign_value(claims: dict[str, Any], *, secret: str, audience: str, expires_at: datetime) -> str:

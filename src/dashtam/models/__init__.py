@@ -11,11 +11,12 @@ from dashtam.models.provider import (
     ProviderToken,
 )
 from dashtam.models.sandbox import SandboxAuthorizationCode, SandboxRefreshToken
-from dashtam.models.user import AuthRefreshToken, User
+from dashtam.models.user import AuthRefreshToken, AuthSession, User
 
 __all__ = [
     "AuditLog",
     "AuthRefreshToken",
+    "AuthSession",
     "AuthorizationState",
     "Base",
     "ConnectionStatus",

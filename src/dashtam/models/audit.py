@@ -1,4 +1,8 @@
-"""The audit trail of a provider's connection."""
+"""The audit trail: provider connections and account events.
+
+The provider and user ids are plain values, not foreign keys: an audit row outlives the
+provider or user it is about (deleting a provider must not delete its trail).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, String
+from sqlalchemy import String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from dashtam.models.base import Base, created_at_column, uuid_pk
@@ -16,10 +20,10 @@ class AuditLog(Base):
     __tablename__ = "audit_logs"
 
     id: Mapped[uuid.UUID] = uuid_pk()
-    provider_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("providers.id", ondelete="CASCADE"), index=True
-    )
-    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    # None for account events (login, logout, ...).
+    provider_id: Mapped[uuid.UUID | None] = mapped_column(index=True)
+    # None for a failed login naming no known account.
+    user_id: Mapped[uuid.UUID | None] = mapped_column(index=True)
     action: Mapped[str] = mapped_column(String(50))
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
     ip_address: Mapped[str | None] = mapped_column(String(64))

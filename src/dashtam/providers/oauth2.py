@@ -27,6 +27,8 @@ class OAuth2Endpoints:
     client_secret: str
     supports_pkce: bool
     scope: str | None = None
+    # RFC 7009 token revocation endpoint, where the provider has one.
+    revocation_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,17 +87,29 @@ class OAuth2Client:
             {"grant_type": "refresh_token", "refresh_token": refresh_token}
         )
 
-    async def _token_request(self, form: dict[str, str]) -> TokenGrant:
+    async def revoke(self, *, token: str, token_type_hint: str) -> None:
+        """Revoke ``token`` at the provider (RFC 7009); a no-op for providers without it."""
+        if self._endpoints.revocation_url is None:
+            return
+        response = await self._post(
+            self._endpoints.revocation_url, {"token": token, "token_type_hint": token_type_hint}
+        )
+        if response.status_code != 200:
+            body = _json_object(response)
+            error = str(body.get("error") or f"http_{response.status_code}")
+            raise ProviderError(error[:100], "revocation refused", status=response.status_code)
+
+    async def _post(self, url: str, form: dict[str, str]) -> httpx.Response:
         auth = httpx.BasicAuth(self._endpoints.client_id, self._endpoints.client_secret)
         try:
-            response = await self._http.post(
-                self._endpoints.token_url,
-                data=form,
-                auth=auth,
-                headers={"Accept": "application/json"},
+            return await self._http.post(
+                url, data=form, auth=auth, headers={"Accept": "application/json"}
             )
         except httpx.HTTPError as exc:
             raise ProviderError("network_error", type(exc).__name__) from None
+
+    async def _token_request(self, form: dict[str, str]) -> TokenGrant:
+        response = await self._post(self._endpoints.token_url, form)
         body = _json_object(response)
         if response.status_code != 200:
             error = str(body.get("error") or f"http_{response.status_code}")

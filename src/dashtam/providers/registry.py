@@ -30,7 +30,9 @@ class ProviderType:
         return self.endpoints(settings, settings.public_url) is not None
 
 
-def _sandbox_endpoints(settings: Settings, base_url: str) -> OAuth2Endpoints:
+def _sandbox_endpoints(settings: Settings, base_url: str) -> OAuth2Endpoints | None:
+    if not settings.sandbox_is_enabled:
+        return None
     base = base_url.rstrip("/")
     return OAuth2Endpoints(
         authorize_url=f"{base}/sandbox/oauth/authorize",
@@ -39,6 +41,7 @@ def _sandbox_endpoints(settings: Settings, base_url: str) -> OAuth2Endpoints:
         client_secret=sandbox_client_secret(settings),
         supports_pkce=True,
         scope="accounts:read",
+        revocation_url=f"{base}/sandbox/oauth/revoke",
     )
 
 
@@ -60,6 +63,7 @@ PROVIDER_TYPES: dict[str, ProviderType] = {
         name="Dashtam Sandbox (built-in OAuth 2.0 server)",
         supports_pkce=True,
         endpoints=_sandbox_endpoints,
+        missing_settings=("DASHTAM_SANDBOX_ENABLED=true",),
     ),
     "schwab": ProviderType(
         key="schwab",

@@ -44,3 +44,25 @@ class UserPublic(BaseModel):
     email: str
     name: str | None
     created_at: datetime
+
+
+class PasswordChange(BaseModel):
+    current_password: Annotated[str, Field(max_length=1024)]
+    new_password: Password
+
+
+class SessionPublic(BaseModel):
+    """One login session: where it started, when it was last refreshed, and which client."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    created_at: datetime
+    last_used_at: datetime
+    client: str | None
+    ip_address: str | None
+    current: bool
+
+
+class SessionsPublic(BaseModel):
+    items: list[SessionPublic]

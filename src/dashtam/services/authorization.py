@@ -2,23 +2,27 @@
 
 Tokens are sealed with the keyring before they reach the database; the ``state`` handed to
 the browser is signed, expires, and is consumed once (the callback authenticates by it).
-The code exchange calls the provider outside any open transaction; a refresh keeps its
-connection's row locked across the provider call, so refreshes of one connection serialize.
+The code exchange calls the provider outside any open transaction and then locks the
+connection row before storing, as disconnect does, so a disconnect meanwhile is not undone; a
+refresh keeps its connection's row locked across the provider call, so refreshes of one
+connection serialize.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import uuid
-from datetime import timedelta
+from contextlib import suppress
+from datetime import datetime, timedelta
 
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from dashtam.core import security
+from dashtam.core import db, security
 from dashtam.core.clock import utcnow
 from dashtam.core.config import Settings
 from dashtam.core.crypto import DecryptionError, Sealed
-from dashtam.core.db import nested_connection_slots
 from dashtam.core.errors import (
     BadGatewayError,
     BadRequestError,
@@ -38,11 +42,12 @@ from dashtam.providers import (
     OAuth2Client,
     OAuth2Endpoints,
     ProviderError,
+    TokenGrant,
     authorization_url,
 )
 from dashtam.providers import get_provider_type as _provider_type
 from dashtam.schemas.authorization import AuthorizationStart, ConnectionStatusPublic
-from dashtam.services.audit import AuditAction, record
+from dashtam.services.audit import AuditAction, record, record_separately
 from dashtam.services.context import HttpClientFactory, RequestContext, keyring_for
 from dashtam.services.providers import get_provider, lock_connection
 from dashtam.services.token_vault import open_refresh_token, store_grant
@@ -53,10 +58,26 @@ FAILURES_BEFORE_ERROR = 3
 MAX_BACKOFF = timedelta(hours=24)
 TRANSIENT_RETRY_AFTER_SECONDS = 5
 _TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
+# Waits before each new attempt to store a refreshed grant whose connection was lost: about
+# 12 s in all, longer than a database restart or failover usually takes.
+STORE_RETRY_DELAYS = (0.1, 0.3, 0.6, 1.0, 2.0, 3.0, 5.0)
+_log = logging.getLogger("dashtam.authorization")
 
 
 def callback_uri(base_url: str, provider_id: uuid.UUID) -> str:
     return f"{base_url.rstrip('/')}/api/v1/providers/{provider_id}/authorization/callback"
+
+
+def is_callback_uri(uri: str, base_url: str) -> bool:
+    """True when ``uri`` is this Dashtam's callback for some provider (as ``callback_uri``)."""
+    prefix = f"{base_url.rstrip('/')}/api/v1/providers/"
+    provider_id, _, rest = uri.removeprefix(prefix).partition("/")
+    if not uri.startswith(prefix) or rest != "authorization/callback":
+        return False
+    try:
+        return callback_uri(base_url, uuid.UUID(provider_id)) == uri
+    except ValueError:
+        return False
 
 
 def backoff_after(failures: int) -> timedelta:
@@ -173,6 +194,12 @@ async def complete_authorization(
     if state_provider_id != provider_id:
         raise BadRequestError("The authorization state belongs to another provider.")
 
+    user = await session.get(User, user_id)
+    if user is None:
+        raise BadRequestError("The authorization state is invalid or has expired.")
+    # The connection row first, as refresh and disconnect take it: a disconnect waits for this
+    # transaction (and then finds the state spent), never the other way round.
+    await lock_connection(session=session, user=user, provider_id=provider_id)
     now = utcnow()
     consumed = await session.scalar(
         update(AuthorizationState)
@@ -188,22 +215,17 @@ async def complete_authorization(
     if consumed is None:
         await session.rollback()
         raise ConflictError("The authorization state was already used; start a new authorization.")
-    user = await session.get(User, user_id)
-    if user is None:
-        await session.rollback()
-        raise BadRequestError("The authorization state is invalid or has expired.")
     provider = await get_provider(
         session=session, user=user, provider_id=provider_id, with_token=True
     )
-    connection = provider.connection
 
-    def fail(reason: str, **details: str) -> None:
+    def fail(connection: ProviderConnection, reason: str, **details: str) -> None:
         if connection.token is None:  # a failed re-authorization keeps working tokens
             connection.status = ConnectionStatus.ERROR
         connection.last_error = reason[:500]
         record(
             session=session,
-            provider_id=provider.id,
+            provider_id=provider_id,
             user_id=user_id,
             action=AuditAction.CALLBACK,
             context=context,
@@ -212,7 +234,11 @@ async def complete_authorization(
         )
 
     if error is not None or not code:
-        fail("authorization was not granted", error=(error or "missing_code")[:100])
+        fail(
+            provider.connection,
+            "authorization was not granted",
+            error=(error or "missing_code")[:100],
+        )
         await session.commit()
         raise BadRequestError(
             f"The provider did not grant access ({(error or 'no code')[:100]}).",
@@ -227,29 +253,58 @@ async def complete_authorization(
             aad=f"authorization-state:{consumed.id}",
         )
     endpoints = _endpoints(provider, settings, context.base_url)
-    await session.commit()  # the state is spent whatever the provider answers
+    provider_key, redirect_uri = provider.provider_key, consumed.redirect_uri
+    # The state is spent whatever the provider answers; no lock is held during its call.
+    await session.commit()
 
     try:
-        async with http(provider.provider_key) as client:
+        async with http(provider_key) as client:
             grant = await OAuth2Client(endpoints, client).exchange_code(
-                code=code, redirect_uri=consumed.redirect_uri, code_verifier=verifier
+                code=code, redirect_uri=redirect_uri, code_verifier=verifier
             )
     except ProviderError as exc:
-        fail(f"code exchange failed: {exc.error}", error=exc.error)
+        fail(
+            await _locked_connection(session=session, user=user, provider_id=provider_id),
+            f"code exchange failed: {exc.error}",
+            error=exc.error,
+        )
         await session.commit()
         raise BadGatewayError(
             f"The provider refused the authorization code ({exc.error}).", provider_error=exc.error
         ) from None
 
+    # What happened meanwhile counts: a disconnect, or another callback that stored tokens.
+    connection = await _locked_connection(session=session, user=user, provider_id=provider_id)
+    if connection.status is ConnectionStatus.REVOKED:
+        record(
+            session=session,
+            provider_id=provider_id,
+            user_id=user_id,
+            action=AuditAction.CALLBACK,
+            context=context,
+            outcome="failure",
+            error="disconnected_during_authorization",
+        )
+        await session.commit()
+        await _revoke_at_provider(
+            http=http,
+            provider_key=provider_key,
+            endpoints=endpoints,
+            refresh_token=grant.refresh_token,
+        )
+        raise ConflictError(
+            "The provider was disconnected while this authorization completed; its tokens were "
+            "discarded. Start a new authorization to connect it again."
+        )
     store_grant(connection, grant, keyring=keyring, now=now, keep_refresh=None)
     connection.status = ConnectionStatus.ACTIVE
     connection.connected_at = now
     connection.consecutive_failures = 0
     connection.next_retry_at = None
     connection.last_error = None
-    record(
-        session=session,
-        provider_id=provider.id,
+    await session.commit()
+    await record_separately(
+        provider_id=provider_id,
         user_id=user_id,
         action=AuditAction.CALLBACK,
         context=context,
@@ -257,8 +312,18 @@ async def complete_authorization(
         expires_in=grant.expires_in,
         scope=grant.scope,
     )
-    await session.commit()
     return status_of(connection, connection.token)
+
+
+async def _locked_connection(
+    *, session: AsyncSession, user: User, provider_id: uuid.UUID
+) -> ProviderConnection:
+    """The provider's connection (with its token), locked and read afresh."""
+    await lock_connection(session=session, user=user, provider_id=provider_id)
+    provider = await get_provider(
+        session=session, user=user, provider_id=provider_id, with_token=True
+    )
+    return provider.connection
 
 
 async def get_status(
@@ -282,18 +347,20 @@ async def refresh_tokens(
     """Refresh the provider's access token now; failures back off exponentially (cap 24 h).
 
     The connection's row stays locked (``SELECT … FOR UPDATE``) from reading the refresh token
-    until the new tokens, the counters and the audit row are committed together: concurrent
-    refreshes of one connection run one after another, each presenting the refresh token the
-    previous one stored, so no rotation is lost. The provider call is made meanwhile; the
-    in-process sandbox takes only its own rows' locks, on another connection, so the lock order
-    is always connection row first. Waiters give up after ``DASHTAM_DB_LOCK_TIMEOUT`` (503).
+    until the new tokens and the counters are committed: concurrent refreshes of one
+    connection run one after another, each presenting the refresh token the previous one
+    stored, so no rotation is lost. The audit row follows in a transaction of its own, and a
+    lost connection while storing is retried (``_store_refreshed_grant``). The provider call
+    is made meanwhile; the in-process sandbox takes only its own rows' locks, on another
+    connection, so the lock order is always connection row first. Waiters give up after
+    ``DASHTAM_DB_LOCK_TIMEOUT`` (503).
 
     The connection taken so far (to authenticate) is handed back first, and at most
     ``nested_connection_slots()`` refreshes per worker hold one meanwhile, so the sandbox
     always finds a free pooled connection.
     """
     await session.commit()  # end the request's read transaction: its connection goes back
-    async with nested_connection_slots():
+    async with db.nested_connection_slots():
         return await _refresh_locked(
             session=session,
             user=user,
@@ -381,25 +448,145 @@ async def _refresh_locked(
         ) from None
 
     rotated = grant.refresh_token is not None and grant.refresh_token != refresh_token
-    store_grant(connection, grant, keyring=keyring, now=now, keep_refresh=refresh_token)
-    connection.status = ConnectionStatus.ACTIVE
-    connection.last_refreshed_at = now
-    connection.refresh_count += 1
-    connection.consecutive_failures = 0
-    connection.next_retry_at = None
-    connection.last_error = None
-    record(
+    user_id = user.id  # read now: a retried store leaves these objects expired
+    stored = await _store_refreshed_grant(
         session=session,
-        provider_id=provider.id,
-        user_id=user.id,
+        connection=connection,
+        user=user,
+        grant=grant,
+        presented=refresh_token,
+        settings=settings,
+        now=now,
+    )
+    # The grant is committed: a failing audit write is logged, and no longer loses it.
+    await record_separately(
+        provider_id=provider_id,
+        user_id=user_id,
         action=AuditAction.REFRESH,
         context=context,
         outcome="success",
         rotated=rotated,
         expires_in=grant.expires_in,
     )
-    await session.commit()
-    return status_of(connection, connection.token)
+    return stored
+
+
+def _apply_refreshed_grant(
+    connection: ProviderConnection,
+    grant: TokenGrant,
+    *,
+    presented: str,
+    settings: Settings,
+    now: datetime,
+) -> None:
+    store_grant(connection, grant, keyring=keyring_for(settings), now=now, keep_refresh=presented)
+    connection.status = ConnectionStatus.ACTIVE
+    connection.last_refreshed_at = now
+    connection.refresh_count += 1
+    connection.consecutive_failures = 0
+    connection.next_retry_at = None
+    connection.last_error = None
+
+
+async def _store_refreshed_grant(
+    *,
+    session: AsyncSession,
+    connection: ProviderConnection,
+    user: User,
+    grant: TokenGrant,
+    presented: str,
+    settings: Settings,
+    now: datetime,
+) -> ConnectionStatusPublic:
+    """Commit the provider's new grant: only the token row and the counters, nothing else.
+
+    Once the provider has answered, the presented refresh token is spent (when it rotates), so
+    the new one must reach the database: a connection lost on the way (a database restart) is
+    retried on a fresh connection for ``STORE_RETRY_DELAYS``. When it still cannot be stored,
+    the answer says so (503 with ``rotation_stored: false``) and, where the database takes
+    writes, the connection is marked as needing attention instead of claiming "retry shortly".
+    """
+    provider_id, user_id = connection.provider_id, user.id
+    try:
+        _apply_refreshed_grant(connection, grant, presented=presented, settings=settings, now=now)
+        await session.commit()
+        return status_of(connection, connection.token)
+    except Exception as exc:
+        if not db.is_retryable(exc):
+            await _record_lost_rotation(session=session, provider_id=provider_id)
+            raise _rotation_not_stored(grant) from None
+    with suppress(*db.CONNECTION_LOST):
+        await session.invalidate()  # the lock died with its connection; never reuse it
+
+    for delay in STORE_RETRY_DELAYS:
+        await asyncio.sleep(delay)
+        retry = db.SessionLocal()
+        try:
+            owner = await retry.get(User, user_id)
+            if owner is None:
+                raise _rotation_not_stored(grant)  # the account is gone with its connection
+            await lock_connection(session=retry, user=owner, provider_id=provider_id)
+            connection = (
+                await get_provider(
+                    session=retry, user=owner, provider_id=provider_id, with_token=True
+                )
+            ).connection
+            _apply_refreshed_grant(
+                connection, grant, presented=presented, settings=settings, now=now
+            )
+            await retry.commit()
+            _log.warning("refresh of provider %s stored after a lost connection", provider_id)
+            return status_of(connection, connection.token)
+        except Exception as exc:
+            if not db.is_retryable(exc):
+                await _record_lost_rotation(session=retry, provider_id=provider_id)
+                raise _rotation_not_stored(grant) from None
+        finally:
+            await db.close_quietly(retry)
+    raise _rotation_not_stored(grant)
+
+
+def _rotation_not_stored(grant: TokenGrant) -> ServiceUnavailableError:
+    _log.error(
+        "a refreshed provider grant could not be stored (rotated=%s)", bool(grant.refresh_token)
+    )
+    return ServiceUnavailableError(
+        "The provider issued new tokens, but the database could not store them. "
+        + (
+            "The provider rotated the refresh token, so the stored one may be refused: if the "
+            "next refresh fails, authorize the provider again."
+            if grant.refresh_token
+            else "The stored refresh token is unchanged: retry shortly."
+        ),
+        headers={"Retry-After": str(TRANSIENT_RETRY_AFTER_SECONDS)},
+        rotation_stored=False,
+    )
+
+
+async def _record_lost_rotation(*, session: AsyncSession, provider_id: uuid.UUID) -> None:
+    """Mark the connection (best effort, in a transaction of its own) as possibly unusable."""
+    with suppress(Exception):
+        await session.rollback()
+    marker = db.SessionLocal()
+    try:
+        await marker.execute(
+            update(ProviderConnection)
+            .where(ProviderConnection.provider_id == provider_id)
+            .values(
+                status=ConnectionStatus.ERROR,
+                last_error=(
+                    "the provider rotated the refresh token but it could not be stored: "
+                    "authorize again if refreshing fails"
+                ),
+            )
+        )
+        await marker.commit()
+    except Exception as exc:  # the answer already tells the client
+        _log.error(
+            "could not mark provider %s after a lost rotation: %s", provider_id, type(exc).__name__
+        )
+    finally:
+        await db.close_quietly(marker)
 
 
 def is_transient(exc: ProviderError) -> bool:
@@ -432,18 +619,31 @@ async def _record_transient_failure(
 
 
 async def disconnect(
-    *, session: AsyncSession, user: User, provider_id: uuid.UUID, context: RequestContext
+    *,
+    session: AsyncSession,
+    user: User,
+    provider_id: uuid.UUID,
+    settings: Settings,
+    http: HttpClientFactory,
+    context: RequestContext,
 ) -> None:
-    """Delete the provider's tokens and mark the connection revoked."""
+    """Delete the provider's tokens, mark the connection revoked, and revoke them upstream.
+
+    The provider is asked to revoke the refresh token (RFC 7009) after the commit, where it
+    has a revocation endpoint: locally the tokens are gone either way.
+    """
     # Same lock order as a refresh (connection row, then token row): no deadlock between them.
     await lock_connection(session=session, user=user, provider_id=provider_id)
     provider = await get_provider(
         session=session, user=user, provider_id=provider_id, with_token=True
     )
     connection = provider.connection
-    had_tokens = connection.token is not None
-    if connection.token is not None:
-        await session.delete(connection.token)
+    token = connection.token
+    refresh_token = None
+    if token is not None:
+        with suppress(DecryptionError):
+            refresh_token = open_refresh_token(token, keyring=keyring_for(settings))
+        await session.delete(token)
         connection.token = None
     connection.status = ConnectionStatus.REVOKED
     connection.consecutive_failures = 0
@@ -463,6 +663,35 @@ async def disconnect(
         action=AuditAction.DISCONNECT,
         context=context,
         outcome="success",
-        tokens_deleted=had_tokens,
+        tokens_deleted=token is not None,
     )
     await session.commit()
+    if refresh_token is not None:
+        provider_type = _provider_type(provider.provider_key)
+        endpoints = provider_type.endpoints(settings, context.base_url) if provider_type else None
+        if endpoints is not None:
+            await _revoke_at_provider(
+                http=http,
+                provider_key=provider.provider_key,
+                endpoints=endpoints,
+                refresh_token=refresh_token,
+            )
+
+
+async def _revoke_at_provider(
+    *,
+    http: HttpClientFactory,
+    provider_key: str,
+    endpoints: OAuth2Endpoints,
+    refresh_token: str | None,
+) -> None:
+    """Best effort: a provider that cannot be reached keeps a grant Dashtam no longer holds."""
+    if refresh_token is None:
+        return
+    try:
+        async with http(provider_key) as client:
+            await OAuth2Client(endpoints, client).revoke(
+                token=refresh_token, token_type_hint="refresh_token"
+            )
+    except ProviderError as exc:
+        _log.warning("provider %s did not revoke a refresh token: %s", provider_key, exc.error)

@@ -24,8 +24,24 @@ def _not_found(provider_id: uuid.UUID) -> NotFoundError:
     return NotFoundError(f"Provider {provider_id} was not found.")
 
 
+_ALIAS_CONSTRAINT = "uq_providers_user_id_alias"
+
+
 def _alias_taken(alias: str) -> ConflictError:
     return ConflictError(f"You already have a provider named {alias!r}.", field="alias")
+
+
+def _conflict(exc: IntegrityError, alias: str) -> ConflictError:
+    """Alias taken only when that is the constraint violated; any other conflict says so."""
+    constraint = getattr(exc.orig, "constraint_name", None) or getattr(
+        getattr(exc.orig, "__cause__", None), "constraint_name", None
+    )
+    if constraint == _ALIAS_CONSTRAINT:
+        return _alias_taken(alias)
+    return ConflictError(
+        "The provider could not be saved: it conflicts with a change made meanwhile "
+        "(for example to the account). Reload and retry."
+    )
 
 
 async def create_provider(*, session: AsyncSession, user: User, data: ProviderCreate) -> Provider:
@@ -45,9 +61,9 @@ async def create_provider(*, session: AsyncSession, user: User, data: ProviderCr
     session.add(provider)
     try:
         await session.commit()
-    except IntegrityError:
+    except IntegrityError as exc:
         await session.rollback()
-        raise _alias_taken(data.alias) from None
+        raise _conflict(exc, data.alias) from None
     return await get_provider(session=session, user=user, provider_id=provider.id)
 
 
@@ -105,9 +121,9 @@ async def rename_provider(
     provider.alias = data.alias
     try:
         await session.commit()
-    except IntegrityError:
+    except IntegrityError as exc:
         await session.rollback()
-        raise _alias_taken(data.alias) from None
+        raise _conflict(exc, data.alias) from None
     return await get_provider(session=session, user=user, provider_id=provider_id)
 
 

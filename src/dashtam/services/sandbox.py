@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -25,6 +25,8 @@ from dashtam.core.config import Settings
 from dashtam.core.errors import BadRequestError
 from dashtam.models import SandboxAuthorizationCode, SandboxRefreshToken
 from dashtam.providers.registry import SANDBOX_CLIENT_ID, sandbox_client_secret
+from dashtam.services.authorization import is_callback_uri
+from dashtam.services.login_throttle import Scope, enforce_rate_limit
 
 _CHALLENGE = re.compile(r"^[A-Za-z0-9_-]{43,128}$")
 _PRINTABLE = re.compile(r"^[\x21-\x7e]+$")
@@ -61,23 +63,39 @@ def _redirect(redirect_uri: str, params: dict[str, str | None]) -> str:
     return f"{redirect_uri}{separator}{query}"
 
 
-def _valid_redirect_uri(uri: str | None) -> str:
+def _valid_redirect_uri(uri: str | None, settings: Settings) -> str:
+    # Its one client is Dashtam itself: redirecting anywhere else would make an open redirect
+    # (approval is immediate, without a login).
     if not uri or len(uri) > 2000 or not _PRINTABLE.match(uri):
         raise BadRequestError("redirect_uri is missing or malformed.", title="Invalid Request")
-    parts = urlsplit(uri)
-    if parts.scheme not in {"http", "https"} or not parts.netloc or parts.fragment:
+    if not is_callback_uri(uri, settings.public_url):
         raise BadRequestError(
-            "redirect_uri must be an absolute http(s) URL without fragment.",
+            "redirect_uri must be this Dashtam's authorization callback "
+            "(DASHTAM_PUBLIC_URL/api/v1/providers/{id}/authorization/callback).",
             title="Invalid Request",
         )
     return uri
 
 
-async def authorize(*, session: AsyncSession, request: AuthorizeRequest, settings: Settings) -> str:
+async def authorize(
+    *,
+    session: AsyncSession,
+    request: AuthorizeRequest,
+    settings: Settings,
+    client_address: str | None = None,
+) -> str:
     """Consent (granted at once unless ``decision=deny``): the URL to redirect the browser to."""
     if request.client_id != SANDBOX_CLIENT_ID:
         raise BadRequestError("Unknown client_id for the sandbox.", title="Invalid Client")
-    redirect_uri = _valid_redirect_uri(request.redirect_uri)
+    redirect_uri = _valid_redirect_uri(request.redirect_uri, settings)
+    await enforce_rate_limit(
+        session=session,
+        scope=Scope.SANDBOX_AUTHORIZE,
+        subject=client_address,
+        limit=settings.sandbox_authorize_max_per_address,
+        window_seconds=settings.sandbox_authorize_window_seconds,
+        now=utcnow(),
+    )
     state = request.state if request.state and len(request.state) <= 4096 else None
 
     def error(code: str, description: str) -> str:
@@ -153,6 +171,38 @@ async def token(
     )
 
 
+async def revoke(
+    *, session: AsyncSession, authorization: str | None, form: dict[str, str], settings: Settings
+) -> None:
+    """RFC 7009: revoke a refresh token and every token rotated from the same grant.
+
+    Unknown tokens are not an error (section 2.2): the answer is the same either way, so it
+    tells a caller nothing about which tokens exist. Access tokens are not stored here, so a
+    ``token_type_hint=access_token`` has nothing to revoke.
+    """
+    client_id = authenticate_client(authorization=authorization, form=form, settings=settings)
+    presented = form.get("token")
+    if not presented:
+        raise OAuthError("invalid_request", "token is required")
+    stored = await session.scalar(
+        select(SandboxRefreshToken).where(
+            SandboxRefreshToken.token_hash == security.hash_opaque_token(presented),
+            SandboxRefreshToken.client_id == client_id,
+        )
+    )
+    if stored is None:
+        return
+    await session.execute(
+        update(SandboxRefreshToken)
+        .where(
+            SandboxRefreshToken.family_id == stored.family_id,
+            SandboxRefreshToken.revoked_at.is_(None),
+        )
+        .values(revoked_at=utcnow())
+    )
+    await session.commit()
+
+
 async def _exchange_code(
     *, session: AsyncSession, client_id: str, form: dict[str, str], settings: Settings
 ) -> dict[str, Any]:
@@ -199,7 +249,11 @@ async def _refresh(
     )
     if stored is None or stored.client_id != client_id:
         raise OAuthError("invalid_grant", "the refresh token is invalid")
-    if stored.used_at is not None or stored.revoked_at is not None:
+    grace = timedelta(seconds=settings.sandbox_refresh_reuse_grace_seconds)
+    retried = (
+        stored.used_at is not None and stored.revoked_at is None and now - stored.used_at <= grace
+    )
+    if not retried and (stored.used_at is not None or stored.revoked_at is not None):
         await session.execute(
             update(SandboxRefreshToken)
             .where(SandboxRefreshToken.family_id == stored.family_id)
@@ -209,7 +263,8 @@ async def _refresh(
         raise OAuthError("invalid_grant", "the refresh token was already used or revoked")
     if stored.expires_at <= now:
         raise OAuthError("invalid_grant", "the refresh token has expired")
-    stored.used_at = now
+    if stored.used_at is None:  # a retry within the grace period does not extend it
+        stored.used_at = now
     return await _issue(
         session=session,
         client_id=client_id,

@@ -64,9 +64,19 @@ async def authorization_status(
 
 @router.delete("", status_code=status.HTTP_204_NO_CONTENT)
 async def disconnect(
-    session: SessionDep, user: CurrentUser, context: ContextDep, provider_id: uuid.UUID
+    session: SessionDep,
+    settings: SettingsDep,
+    http: HttpDep,
+    user: CurrentUser,
+    context: ContextDep,
+    provider_id: uuid.UUID,
 ) -> Response:
     await authorization_service.disconnect(
-        session=session, user=user, provider_id=provider_id, context=context
+        session=session,
+        user=user,
+        provider_id=provider_id,
+        settings=settings,
+        http=http,
+        context=context,
     )
     return Response(status_code=status.HTTP_204_NO_CONTENT)

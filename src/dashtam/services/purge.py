@@ -1,0 +1,112 @@
+"""Deleting rows that have expired and serve nothing any more.
+
+A plain function (``purge_expired``) so that ``dashtam purge``, a cron job or a job runner can
+call it; one transaction, committed at the end. Example::
+
+    async with db.SessionLocal() as session:
+        report = await purge_expired(session=session, settings=get_settings())
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, exists, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.dml import ReturningDelete
+
+from dashtam.core.clock import utcnow
+from dashtam.core.config import Settings
+from dashtam.models import (
+    AuthorizationState,
+    AuthRefreshToken,
+    AuthSession,
+    LoginThrottle,
+    SandboxAuthorizationCode,
+    SandboxRefreshToken,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeReport:
+    sandbox_codes: int
+    sandbox_refresh_tokens: int
+    authorization_states: int
+    refresh_tokens: int
+    sessions: int
+    throttles: int
+
+
+def _longest_throttle_window(settings: Settings) -> timedelta:
+    return timedelta(
+        seconds=max(
+            settings.login_failure_window_seconds,
+            settings.register_window_seconds,
+            settings.auth_refresh_window_seconds,
+            settings.sandbox_authorize_window_seconds,
+        )
+    )
+
+
+async def _count(session: AsyncSession, statement: ReturningDelete[tuple[object]]) -> int:
+    return len((await session.execute(statement)).all())
+
+
+async def purge_expired(
+    *, session: AsyncSession, settings: Settings, now: datetime | None = None
+) -> PurgeReport:
+    """Delete expired grants, states, login tokens, empty sessions and stale throttle rows."""
+    now = now or utcnow()
+    sandbox_codes = await _count(
+        session,
+        delete(SandboxAuthorizationCode)
+        .where(SandboxAuthorizationCode.expires_at < now)
+        .returning(SandboxAuthorizationCode.id),
+    )
+    sandbox_refresh_tokens = await _count(
+        session,
+        delete(SandboxRefreshToken)
+        .where(SandboxRefreshToken.expires_at < now)
+        .returning(SandboxRefreshToken.id),
+    )
+    authorization_states = await _count(
+        session,
+        delete(AuthorizationState)
+        .where(AuthorizationState.expires_at < now)
+        .returning(AuthorizationState.id),
+    )
+    refresh_tokens = await _count(
+        session,
+        delete(AuthRefreshToken)
+        .where(AuthRefreshToken.expires_at < now)
+        .returning(AuthRefreshToken.id),
+    )
+    # A session without refresh tokens can never be used again (its access tokens, at most
+    # minutes old, go with it).
+    sessions = await _count(
+        session,
+        delete(AuthSession)
+        .where(
+            ~exists(select(AuthRefreshToken.id).where(AuthRefreshToken.family_id == AuthSession.id))
+        )
+        .returning(AuthSession.id),
+    )
+    throttles = await _count(
+        session,
+        delete(LoginThrottle)
+        .where(
+            LoginThrottle.window_started_at < now - _longest_throttle_window(settings),
+            or_(LoginThrottle.locked_until.is_(None), LoginThrottle.locked_until < now),
+        )
+        .returning(LoginThrottle.key),
+    )
+    await session.commit()
+    return PurgeReport(
+        sandbox_codes=sandbox_codes,
+        sandbox_refresh_tokens=sandbox_refresh_tokens,
+        authorization_states=authorization_states,
+        refresh_tokens=refresh_tokens,
+        sessions=sessions,
+        throttles=throttles,
+    )
