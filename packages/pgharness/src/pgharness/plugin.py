@@ -80,6 +80,25 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         type="linelist",
         default=[],
     )
+    parser.addini(
+        "pgharness_client_base_url",
+        "where client / async_client requests go, e.g. http://testserver/v1 "
+        "(default http://testserver)",
+        type="string",
+        default="",
+    )
+    parser.addini(
+        "pgharness_client_headers",
+        "headers client / async_client send with every request, one 'Name: value' per line",
+        type="linelist",
+        default=[],
+    )
+    parser.addini(
+        "pgharness_lifespan",
+        "'on' (default): client / async_client run the app's lifespan; 'off': they skip it",
+        type="string",
+        default="",
+    )
     group.addoption(
         "--pg-doctor",
         action="store_true",
@@ -118,6 +137,9 @@ def _configure_harness(config: pytest.Config) -> None:
             rootpath=config.rootpath,
             ini_setup_sql=str(config.getini("pgharness_setup_sql") or ""),
             ini_allow_urls=list(config.getini("pgharness_allow_urls") or []),
+            ini_client_base_url=str(config.getini("pgharness_client_base_url") or ""),
+            ini_client_headers=list(config.getini("pgharness_client_headers") or []),
+            ini_lifespan=str(config.getini("pgharness_lifespan") or ""),
         )
     except ConfigurationError as exc:
         if config.getoption("help", False):
