@@ -67,11 +67,21 @@ def start_or_stop(harness: Harness, session: pytest.Session) -> str | None:
         harness.start()
     except PgHarnessError as exc:
         message = str(exc) if str(exc).startswith("pgharness") else f"pgharness: {exc}"
-        if not hasattr(session.config, "workerinput"):
-            pytest.exit(message, returncode=pytest.ExitCode.USAGE_ERROR)
-        session.shouldstop = message
-        return message
+        return stop_run(session, message)
     return None
+
+
+def stop_run(session: pytest.Session, message: str) -> str:
+    """End a misconfigured run before its first test, with ``message`` shown once.
+
+    A single process exits at once (usage-error status); an xdist worker asks the session to
+    stop, and the controller ends the run with the message. Returns the message.
+    """
+    __tracebackhide__ = True
+    if not hasattr(session.config, "workerinput"):
+        pytest.exit(message, returncode=pytest.ExitCode.USAGE_ERROR)
+    session.shouldstop = message
+    return message
 
 
 @pytest.fixture(scope="session")

@@ -19,9 +19,11 @@ from ._diagnostics import add_report_section, safe_explain_failure
 from ._errors import ConfigurationError, UnmanagedDatabaseError
 from ._harness import Harness
 from ._isolation import BOTH_KINDS_NOTE, IsolationMode
+from ._loops import asyncio_mode, is_async_test, loop_of_test
 from ._names import RunIdentity
 from ._queries import enforce_max_queries, max_queries, recording_for
 from ._tracebacks import iter_exceptions
+from ._unmarked import unmarked_async_tests_message
 from .fixtures import *  # noqa: F403  (pytest discovers fixtures in the plugin module)
 from .fixtures import (
     BLOCKING_KEY,
@@ -30,6 +32,7 @@ from .fixtures import (
     REQUIRED_MODE_KEY,
     block_unmanaged_databases,
     start_or_stop,
+    stop_run,
 )
 
 
@@ -188,7 +191,17 @@ def pytest_collection_modifyitems(
     harness = config.stash.get(HARNESS_KEY, None)
     if harness is None or _is_xdist_controller(config) or _only_lists(config):
         return
-    if any(wants_isolation(item) for item in items) and start_or_stop(harness, session):
+    unmarked = [
+        item.nodeid
+        for item in items
+        if wants_isolation(item) and is_async_test(item) and loop_of_test(item) is None
+    ]
+    if unmarked:
+        # One message for the run, not one long error per test.
+        stop_run(session, unmarked_async_tests_message(asyncio_mode(config), unmarked))
+        config.hook.pytest_deselected(items=list(items))
+        items.clear()
+    elif any(wants_isolation(item) for item in items) and start_or_stop(harness, session):
         # An xdist worker that could not start runs nothing; the controller reports why.
         config.hook.pytest_deselected(items=list(items))
         items.clear()
