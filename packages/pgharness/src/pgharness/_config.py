@@ -17,9 +17,12 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from ._errors import ConfigurationError
+
+if TYPE_CHECKING:
+    import pytest
 
 __all__ = [
     "INI_KEYS",
@@ -35,6 +38,7 @@ __all__ = [
     "parse_object_ref",
     "parse_schema",
     "parse_server_url",
+    "read_settings",
     "resolve_settings",
 ]
 
@@ -378,3 +382,33 @@ def check_ini_keys(keys: Iterable[str]) -> None:
             "configuration (pyproject.toml [tool.pytest.ini_options], pytest.ini, tox.ini or "
             "setup.cfg)."
         )
+
+
+def read_settings(config: pytest.Config) -> Settings:
+    """The run's settings from pytest's command line and ini, checked.
+
+    Raises ``ConfigurationError`` for an unknown ``pgharness_*`` key or a bad value.
+    """
+    check_ini_keys(ini_keys(config))
+    return resolve_settings(
+        option_url=config.getoption("pg_url", None),
+        ini_url=str(config.getini("pgharness_url") or ""),
+        ini_schema=str(config.getini("pgharness_schema") or ""),
+        ini_sessionmakers=list(config.getini("pgharness_sessionmakers") or []),
+        ini_app=str(config.getini("pgharness_app") or ""),
+        rootpath=config.rootpath,
+        ini_setup_sql=str(config.getini("pgharness_setup_sql") or ""),
+        ini_allow_urls=list(config.getini("pgharness_allow_urls") or []),
+        ini_client_base_url=str(config.getini("pgharness_client_base_url") or ""),
+        ini_client_headers=list(config.getini("pgharness_client_headers") or []),
+        ini_lifespan=str(config.getini("pgharness_lifespan") or ""),
+    )
+
+
+def ini_keys(config: pytest.Config) -> set[str]:
+    """Every key of the run's ini file, registered or not (pytest warns about unknown ones
+    only, and a misspelled pgharness key must stop the run)."""
+    raw = getattr(config, "_inicfg", None)  # pytest >= 9.1; its public inicfg is deprecated
+    if raw is None:
+        raw = config.inicfg
+    return {str(key) for key in raw}

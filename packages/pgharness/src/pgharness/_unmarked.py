@@ -3,53 +3,63 @@ or unmarked for anyio without pytest-asyncio.
 
 Such a test can never run, so the whole run is misconfigured: the run stops before the first
 test with one message naming the tests and the setting that fixes them all, and the doctor
-reports the same cause from the test files' source, before anything is collected.
+reports the same cause, with the same fix, from the test files' source.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["MAX_NAMED", "unmarked_async_tests_message"]
+__all__ = ["MAX_NAMED", "fix_for", "named_tests", "unmarked_async_tests_message", "why_unrun"]
 
 #: How many tests a message names before it only counts the rest.
 MAX_NAMED = 5
 
 
-def unmarked_async_tests_message(mode: str, tests: Sequence[str]) -> str:
-    """Why ``tests`` (node ids or ``file:line`` locations) cannot run, and the fix.
-
-    ``mode`` is pytest-asyncio's mode as the run sees it (``""``: pytest-asyncio not active).
-    """
-    count = len(tests)
-    plural = "s" if count != 1 else ""
+def why_unrun(mode: str) -> str:
+    """Why no plugin runs an unmarked async test; ``mode`` is pytest-asyncio's mode as the run
+    sees it (``""``: pytest-asyncio not active)."""
     if mode == "strict":
-        cause = (
+        return (
             "asyncio_mode = strict (pytest-asyncio's default) runs only async tests marked "
             "@pytest.mark.asyncio"
         )
-        fix = (
+    return (
+        "pytest-asyncio is not active in this run, and anyio's plugin runs only tests "
+        "marked @pytest.mark.anyio"
+    )
+
+
+def fix_for(mode: str) -> str:
+    if mode == "strict":
+        return (
             "set asyncio_mode = auto in [tool.pytest.ini_options] (pytest-asyncio then runs "
             "every async test); or mark them: pytestmark = pytest.mark.asyncio at the top of "
             "each module, or @pytest.mark.asyncio on each test."
         )
-    else:
-        cause = (
-            "pytest-asyncio is not active in this run, and anyio's plugin runs only tests "
-            "marked @pytest.mark.anyio"
-        )
-        fix = (
-            "install pytest-asyncio and set asyncio_mode = auto in [tool.pytest.ini_options]; "
-            "or mark them @pytest.mark.anyio (anyio's plugin)."
-        )
+    return (
+        "install pytest-asyncio and set asyncio_mode = auto in [tool.pytest.ini_options]; "
+        "or mark them @pytest.mark.anyio (anyio's plugin)."
+    )
+
+
+def named_tests(tests: Sequence[str]) -> list[str]:
+    """The first tests by name, then how many more."""
     named = [f"  {test}" for test in tests[:MAX_NAMED]]
-    if count > MAX_NAMED:
-        named.append(f"  (and {count - MAX_NAMED} more)")
+    if len(tests) > MAX_NAMED:
+        named.append(f"  (and {len(tests) - MAX_NAMED} more)")
+    return named
+
+
+def unmarked_async_tests_message(mode: str, tests: Sequence[str]) -> str:
+    """The run's one message for ``tests`` (node ids): the cause, the tests, the fix."""
+    count = len(tests)
+    plural = "s" if count != 1 else ""
     return "\n".join(
         [
-            f"pgharness: {count} async test{plural} would not run: {cause}, and no plugin "
-            f"runs {'them' if count != 1 else 'it'}:",
-            *named,
-            f"Fix: {fix}",
+            f"pgharness: {count} async test{plural} would not run: {why_unrun(mode)}, and no "
+            f"plugin runs {'them' if count != 1 else 'it'}:",
+            *named_tests(tests),
+            f"Fix: {fix_for(mode)}",
         ]
     )

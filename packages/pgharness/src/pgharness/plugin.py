@@ -14,7 +14,7 @@ import pytest
 
 from . import _blocker as blocker
 from ._activation import BLOCKED_REPORTED, count_database_tests, wants_isolation
-from ._config import check_ini_keys, resolve_settings
+from ._config import ini_keys, read_settings
 from ._diagnostics import add_report_section, safe_explain_failure
 from ._errors import ConfigurationError, UnmanagedDatabaseError
 from ._harness import Harness
@@ -107,9 +107,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         dest="pg_doctor",
         default=False,
-        help="inspect the configured schema, sessionmakers and pytest-asyncio settings for "
-        "set-ups that make async database tests fail, print the findings with fixes and exit "
-        "(status 1 if anything was found) without running tests.",
+        help="inspect the settings, the app, env.py and the tests for set-ups that make "
+        "database tests fail; print problems and advice with their fixes and exit without "
+        "running tests (status 1 if there is a problem; advice alone: 0).",
     )
 
 
@@ -130,20 +130,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def _configure_harness(config: pytest.Config) -> None:
     try:
-        check_ini_keys(_ini_keys(config))
-        settings = resolve_settings(
-            option_url=config.getoption("pg_url", None),
-            ini_url=str(config.getini("pgharness_url") or ""),
-            ini_schema=str(config.getini("pgharness_schema") or ""),
-            ini_sessionmakers=list(config.getini("pgharness_sessionmakers") or []),
-            ini_app=str(config.getini("pgharness_app") or ""),
-            rootpath=config.rootpath,
-            ini_setup_sql=str(config.getini("pgharness_setup_sql") or ""),
-            ini_allow_urls=list(config.getini("pgharness_allow_urls") or []),
-            ini_client_base_url=str(config.getini("pgharness_client_base_url") or ""),
-            ini_client_headers=list(config.getini("pgharness_client_headers") or []),
-            ini_lifespan=str(config.getini("pgharness_lifespan") or ""),
-        )
+        settings = read_settings(config)
     except ConfigurationError as exc:
         if config.getoption("help", False):
             return  # --help works whatever the settings
@@ -157,18 +144,9 @@ def _configure_harness(config: pytest.Config) -> None:
         rootpath=config.rootpath,
     )
     if config.getoption("pg_url", None) or any(
-        key.startswith("pgharness") for key in _ini_keys(config)
+        key.startswith("pgharness") for key in ini_keys(config)
     ):
         block_unmanaged_databases(config)
-
-
-def _ini_keys(config: pytest.Config) -> set[str]:
-    """Every key of the run's ini file, registered or not (pytest warns about unknown ones
-    only, and a misspelled pgharness key must stop the run)."""
-    raw = getattr(config, "_inicfg", None)  # pytest >= 9.1; its public inicfg is deprecated
-    if raw is None:
-        raw = config.inicfg
-    return {str(key) for key in raw}
 
 
 def _is_xdist_controller(config: pytest.Config) -> bool:
@@ -293,7 +271,7 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
 
     report = run_doctor(config)
     print(format_report(report), end="")
-    return 1 if report.findings else 0
+    return report.exit_status
 
 
 @pytest.hookimpl(wrapper=True)
