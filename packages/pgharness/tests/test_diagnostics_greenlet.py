@@ -524,3 +524,70 @@ def test_a_def_test_reading_through_db_gets_fixes_without_await(
     )
     assert '  - or load it before reading it: `db.refresh(note, ["user"])`;' in section
     assert "await" not in section.split("How to fix it:", 1)[1]
+
+
+SYNC_FIXES_APP = """
+from sqlalchemy import String
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Book(Base):
+    __tablename__ = "book"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    title: Mapped[str] = mapped_column(String(50))
+    blurb: Mapped[str] = mapped_column(String(50), deferred=True, default="")
+
+
+engine = create_async_engine("postgresql+asyncpg://app@db.invalid/app")
+SessionLocal = async_sessionmaker(engine)  # expire_on_commit left at its default
+"""
+
+
+def test_def_tests_get_fixes_without_await_for_deferred_and_expired_reads(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(myapp=SYNC_FIXES_APP)
+    pytester.makefile(
+        ".ini",
+        pytest="[pytest]\npgharness_schema = myapp:Base\n"
+        "pgharness_sessionmakers = myapp:SessionLocal\n",
+    )
+    pytester.syspathinsert()
+    pytester.makepyfile(
+        """
+        from sqlalchemy import select
+
+        import myapp
+
+
+        def test_deferred(db):
+            db.add(myapp.Book(title="Dune", blurb="sand"))
+            db.commit()
+            db.expunge_all()
+            book = db.scalar(select(myapp.Book))
+            assert book.blurb == "sand"
+
+
+        def test_expired(db):
+            book = myapp.Book(title="Dune")
+            db.add(book)
+            db.commit()
+            assert book.title == "Dune"
+        """
+    )
+    result = pytester.runpytest("-p", "no:randomly")
+    result.assert_outcomes(failed=2)
+    out = result.stdout.str()
+    deferred, expired = out.split("test_expired", 1)
+    assert (
+        "  - load it in the query: `db.scalars(select(Book).options(undefer(Book.blurb)))`;"
+        in deferred
+    )
+    assert '  - or load it before reading it: `db.refresh(book, ["blurb"])`.' in deferred
+    assert "  - reload it after the commit: `db.refresh(book)`;" in expired
+    assert "  - or create the sessionmaker with `expire_on_commit=False`" in expired

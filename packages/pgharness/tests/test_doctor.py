@@ -326,6 +326,24 @@ def test_unmarked_async_tests_in_strict_mode_are_one_problem(pytester: pytest.Py
     assert out.count("[unmarked-async-tests]") == 1
 
 
+def test_without_pytest_asyncio_unmarked_async_tests_name_the_install(
+    pytester: pytest.Pytester,
+) -> None:
+    healthy_project(pytester)
+    pytester.makefile(
+        ".ini", pytest=HEALTHY_INI.format(mode="auto").replace("asyncio_", "# asyncio_")
+    )
+    result = pytester.runpytest_subprocess("--pg-doctor", "-p", "no:randomly", "-p", "no:asyncio")
+    out = result.stdout.str()
+    assert result.ret == 1, out
+    assert "pytest-asyncio mode: not active" in out
+    assert (
+        "[unmarked-async-tests] 2 async tests would not run: pytest-asyncio is not active in this"
+        " run" in out
+    )
+    assert "   fix: install pytest-asyncio and set asyncio_mode = auto" in out
+
+
 def test_a_lifespan_with_its_own_pool_is_a_problem_unless_the_lifespan_is_off(
     pytester: pytest.Pytester,
 ) -> None:
@@ -337,14 +355,23 @@ def test_a_lifespan_with_its_own_pool_is_a_problem_unless_the_lifespan_is_off(
             '    app.state.pool = await asyncpg.create_pool("postgresql://app@db.invalid/app")\n',
         ).replace("from fastapi import FastAPI", "import asyncpg\nfrom fastapi import FastAPI")
         + "\n\naudit_pool = asyncpg.create_pool('postgresql://app@db.invalid/audit')\n"
+        + textwrap.dedent(
+            """
+
+            @app.on_event("startup")
+            async def open_cache():
+                app.state.cache = await asyncpg.connect("postgresql://app@db.invalid/cache")
+            """
+        )
     )
     result = doctor(pytester)
     out = result.stdout.str()
     assert result.ret == 1, out
     assert (
-        "[lifespan-connects] the lifespan `lifespan` opens its own connections"
+        "[lifespan-connects] `lifespan`, run when the app starts, opens its own connections"
         " (`asyncpg.create_pool(...)`)" in out
     )
+    assert "[lifespan-connects] `open_cache`, run when the app starts" in out
     assert "   where: myapp.py:32" in finding(out, "lifespan-connects")
     assert "pgharness_lifespan = off (what it sets up is then missing in tests)" in out
     assert (

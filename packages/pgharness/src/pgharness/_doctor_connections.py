@@ -75,9 +75,9 @@ def connects_on_its_own(files: Iterable[Path], rootdir: Path, *, lifespan: bool)
                     findings.append(
                         Finding(
                             "lifespan-connects",
-                            f"the lifespan `{function.name}` opens its own connections"
-                            f" (`{_short(call)}`): in client and async_client they would go"
-                            " to the database of the app's settings, not the test's.",
+                            f"`{function.name}`, run when the app starts, opens its own"
+                            f" connections (`{_short(call)}`): in client and async_client they"
+                            " would go to the database of the app's settings, not the test's.",
                             _LIFESPAN_FIX,
                             where=f"{where}:{call.lineno}",
                         )
