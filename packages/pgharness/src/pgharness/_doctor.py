@@ -41,6 +41,7 @@ from ._doctor_project import (
     globals_of_type,
     ini_location,
     project_modules,
+    relative,
     source_of_module,
 )
 from ._errors import ConfigurationError
@@ -120,7 +121,8 @@ def _examined(
     conftests: list[Path],
 ) -> list[str]:
     settings = loaded.settings
-    configured = ", ".join(name for name, _ in loaded.sessionmakers)
+    # As the settings name them, loaded or not: a sessionmaker is listed here only if named.
+    configured = ", ".join(str(ref) for ref in settings.sessionmakers) if settings else ""
     mode = asyncio_mode(config) or "not active"
     lines = [
         f"settings: {config.inipath.name if config.inipath else 'no ini file found'}",
@@ -196,7 +198,7 @@ def _load_targets(config: pytest.Config, findings: list[Finding]) -> _Loaded:
         loaded.schema_name = (
             str(schema.ref)
             if isinstance(schema, MetadataSchema)
-            else (f"alembic:{schema.ini_path}")
+            else f"alembic:{relative(schema.ini_path, config.rootpath)}"
         )
         if isinstance(schema, MetadataSchema):
             loaded.schema = _load(schema.ref, config, findings)
