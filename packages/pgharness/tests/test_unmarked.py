@@ -67,3 +67,15 @@ def test_without_pytest_asyncio_the_message_names_anyio_and_the_install(
     assert "pgharness: 7 async tests would not run: pytest-asyncio is not active" in output
     assert "  (and 2 more)" in output
     assert "Fix: install pytest-asyncio and set asyncio_mode = auto" in output
+
+
+def test_under_xdist_the_message_is_shown_once(pytester: pytest.Pytester) -> None:
+    make_project(pytester, "asyncio_mode = strict\nasyncio_default_fixture_loop_scope = function")
+    pytester.makepyfile(test_strict=UNMARKED_TESTS)
+
+    result = pytester.runpytest_subprocess("-p", "no:randomly", "-n", "2")
+
+    output = result.stdout.str() + result.stderr.str()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, output
+    assert "INTERNALERROR" not in output
+    assert output.count("6 async tests would not run") == 1
