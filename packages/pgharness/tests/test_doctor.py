@@ -84,6 +84,13 @@ ASYNC_TESTS = textwrap.dedent(
 
     def test_sync(db):
         pass
+
+
+    class TestMarkedGroup:
+        pytestmark = pytest.mark.asyncio
+
+        async def test_in_a_marked_class(self, async_db):
+            pass
     """
 )
 
@@ -247,6 +254,32 @@ def test_a_misspelled_setting_is_a_problem_with_did_you_mean(pytester: pytest.Py
     assert "   where: pytest.ini:4" in finding(out, "settings")
     assert "   fix: name an existing object in pgharness_schema." in out
     assert "pgharness doctor: 1 problem" in out
+
+
+def test_an_unimportable_setting_and_a_bad_url_without_an_ini_file(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makefile(
+        ".ini", pytest="[pytest]\npgharness_sessionmakers = nowhere.db:SessionLocal\n"
+    )
+    result = doctor(pytester)
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(
+        [
+            "  sessionmakers (pgharness_sessionmakers): nowhere.db:SessionLocal",
+            "1. [[]settings[]] pgharness_sessionmakers = 'nowhere.db:SessionLocal': importing*",
+            "   where: pytest.ini:2",
+        ]
+    )
+    pytester.path.joinpath("pytest.ini").unlink()
+    result = pytester.runpytest_subprocess(
+        "--pg-doctor", "-p", "no:randomly", "--pg-url=mysql://root:hunter2@h/db"
+    )
+    out = result.stdout.str()
+    assert result.ret == 1
+    assert "settings: no ini file found" in out
+    assert "1. [settings] --pg-url = 'mysql://root:***@h/db' is not a PostgreSQL URL" in out
+    assert "hunter2" not in out
 
 
 def test_a_setting_that_cannot_be_read_is_a_problem(pytester: pytest.Pytester) -> None:
@@ -445,8 +478,13 @@ with create_engine(config.get_main_option("sqlalchemy.url")).connect() as connec
         ),
         (ENV_USING_THE_GIVEN_CONNECTION, None, None),
         (ENV_USING_THE_GIVEN_URL, None, None),
+        (
+            ENV_OVERRIDING_THE_URL.replace("config.set_main_option", "# config.set_main_option"),
+            None,
+            None,
+        ),
     ],
-    ids=["own-url", "overrides-url", "given-connection", "given-url"],
+    ids=["own-url", "overrides-url", "given-connection", "given-url", "alembic-template"],
 )
 def test_an_env_py_that_migrates_another_database_is_a_problem(
     pytester: pytest.Pytester, env_py: str, what: str | None, where: str | None

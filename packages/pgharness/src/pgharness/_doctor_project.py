@@ -179,10 +179,8 @@ def ini_location(inipath: Path | None, rootdir: Path, key: str) -> str | None:
     """``file:line`` where the ini file sets ``key`` (``file`` alone when it does not)."""
     if inipath is None:
         return None
-    try:
-        lines = inipath.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError):
-        return relative(inipath, rootdir)
+    # pytest has just read this file: it exists and decodes.
+    lines = inipath.read_text(encoding="utf-8").splitlines()
     for number, line in enumerate(lines, start=1):
         name = line.split("=", 1)[0].strip()
         if name == key:
