@@ -83,6 +83,26 @@ def test_bad_syntax_names_the_setting_and_hides_passwords(
     assert "hunter2" not in str(excinfo.value)
 
 
+@pytest.mark.parametrize(
+    ("overrides", "example"),
+    [
+        ({"ini_app": "myapp"}, "e.g. pgharness_app = myapp.main:app."),
+        (
+            {"ini_sessionmakers": ["myapp.db"]},
+            "e.g. pgharness_sessionmakers = myapp.db:SessionLocal.",
+        ),
+    ],
+    ids=["app", "sessionmakers"],
+)
+def test_a_malformed_reference_shows_an_example_of_what_its_setting_names(
+    overrides: dict[str, object], example: str
+) -> None:
+    with pytest.raises(ConfigurationError) as excinfo:
+        _resolve(**overrides)
+
+    assert example in str(excinfo.value)
+
+
 def test_mask_url_hides_only_the_password() -> None:
     assert (
         mask_url("postgresql+asyncpg://me:s3cret@db:5432/x")
@@ -166,6 +186,8 @@ def test_failing_migration_stops_the_run(project: pytest.Pytester) -> None:
     message = _exit_message(result)
     assert "could not build the schema from pgharness_schema = 'alembic:" in message
     assert "table_that_does_not_exist" in message
+    output = result.stdout.str() + result.stderr.str()
+    assert "Fix: make the migrations run against an empty database, or correct" in output
 
 
 def test_unreachable_server_under_xdist_stops_the_run_once(project: pytest.Pytester) -> None:
@@ -216,8 +238,20 @@ BOOM = "raise RuntimeError('imported')\n"
             "pgharness_app = 'models:no_such_app': module 'models' has no attribute "
             "'no_such_app'. Fix:",
         ),
+        (
+            "pgharness_sessionmakers = models:engien",
+            "pgharness_sessionmakers = 'models:engien': module 'models' has no attribute "
+            "'engien'. Did you mean 'engine'? Fix: name an existing object in "
+            "pgharness_sessionmakers.",
+        ),
     ],
-    ids=["sessionmaker-wrong-type", "sessionmaker-not-importable", "app-not-an-app", "app-missing"],
+    ids=[
+        "sessionmaker-wrong-type",
+        "sessionmaker-not-importable",
+        "app-not-an-app",
+        "app-missing",
+        "misspelled",
+    ],
 )
 def test_a_setting_naming_the_wrong_object_stops_the_run_at_start(
     project: pytest.Pytester, setting: str, message: str

@@ -80,7 +80,8 @@ def test_lazy_relationship_names_attribute_line_and_fixes(
     assert "Reading `Loan.book` needed a database query" in section
     assert "relationship with the default lazy loading" in section
     assert 'test_loans.py:10:  assert loan.book.title == "Dune"' in section
-    assert ".options(selectinload(Loan.book))" in section
+    assert ".options(joinedload(Loan.book))`;" in section  # many-to-one: one JOIN
+    assert "many-to-one" not in section
     assert "await loan.awaitable_attrs.book` (add `AsyncAttrs` to your declarative Base)" in section
     assert 'lazy="raise"' in section
 
@@ -308,7 +309,7 @@ def test_lazy_load_inside_the_app_behind_an_async_client(
     assert "app.py:15:  return loan.book.title" in section
     assert '(reached from test_api.py:9:  response = await client.get("/loans/first"))' in section
     assert "inside the app, while handling the request" in section
-    assert "selectinload(Loan.book)" in section
+    assert "joinedload(Loan.book)" in section
 
 
 def test_lazy_load_inside_the_app_behind_testclient(
@@ -466,3 +467,127 @@ def test_a_blocking_call_with_no_attribute_names_the_awaitable_api(
     assert "plain (non-awaited) call" in section
     assert "test_sync_call.py" in section
     assert "await session.execute(...)" in section
+
+
+def test_a_collection_is_loaded_with_selectinload(pytester: pytest.Pytester) -> None:
+    make_project(pytester, PGHARNESS_INI, app=ISOLATION_APP)
+    pytester.makepyfile(
+        """
+        from sqlalchemy import select
+
+        import myapp
+
+
+        async def test_users_notes(async_db):
+            async_db.add(myapp.Note(text="hello", user=myapp.User(email="a@example.com")))
+            await async_db.commit()
+            async_db.expunge_all()
+            user = await async_db.scalar(select(myapp.User))
+            assert [note.text for note in user.notes] == ["hello"]
+        """
+    )
+    result = pytester.runpytest("-p", "no:randomly")
+    result.assert_outcomes(failed=1)
+    section = pgharness_section(result)
+    assert "Reading `User.notes` needed a database query" in section
+    assert "  - load it in the query: `.options(selectinload(User.notes))`;" in section
+    assert "joinedload" not in section
+    assert "await user.awaitable_attrs.notes`;" in section
+
+
+def test_a_def_test_reading_through_db_gets_fixes_without_await(
+    pytester: pytest.Pytester,
+) -> None:
+    make_project(pytester, PGHARNESS_INI, app=ISOLATION_APP)
+    pytester.makepyfile(
+        """
+        from sqlalchemy import select
+
+        import myapp
+
+
+        def test_note_shows_its_user(db):
+            db.add(myapp.Note(text="hello", user=myapp.User(email="a@example.com")))
+            db.commit()
+            db.expunge_all()
+            note = db.scalar(select(myapp.Note))
+            assert note.user.email == "a@example.com"
+        """
+    )
+    result = pytester.runpytest("-p", "no:randomly")
+    result.assert_outcomes(failed=1)
+    section = pgharness_section(result)
+    assert "Reading `Note.user` needed a database query" in section
+    assert (
+        "  - load it in the query: `db.scalars(select(Note).options(joinedload(Note.user)))`;"
+        in section
+    )
+    assert '  - or load it before reading it: `db.refresh(note, ["user"])`;' in section
+    assert "await" not in section.split("How to fix it:", 1)[1]
+
+
+SYNC_FIXES_APP = """
+from sqlalchemy import String
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Book(Base):
+    __tablename__ = "book"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    title: Mapped[str] = mapped_column(String(50))
+    blurb: Mapped[str] = mapped_column(String(50), deferred=True, default="")
+
+
+engine = create_async_engine("postgresql+asyncpg://app@db.invalid/app")
+SessionLocal = async_sessionmaker(engine)  # expire_on_commit left at its default
+"""
+
+
+def test_def_tests_get_fixes_without_await_for_deferred_and_expired_reads(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(myapp=SYNC_FIXES_APP)
+    pytester.makefile(
+        ".ini",
+        pytest="[pytest]\npgharness_schema = myapp:Base\n"
+        "pgharness_sessionmakers = myapp:SessionLocal\n",
+    )
+    pytester.syspathinsert()
+    pytester.makepyfile(
+        """
+        from sqlalchemy import select
+
+        import myapp
+
+
+        def test_deferred(db):
+            db.add(myapp.Book(title="Dune", blurb="sand"))
+            db.commit()
+            db.expunge_all()
+            book = db.scalar(select(myapp.Book))
+            assert book.blurb == "sand"
+
+
+        def test_expired(db):
+            book = myapp.Book(title="Dune")
+            db.add(book)
+            db.commit()
+            assert book.title == "Dune"
+        """
+    )
+    result = pytester.runpytest("-p", "no:randomly")
+    result.assert_outcomes(failed=2)
+    out = result.stdout.str()
+    deferred, expired = out.split("test_expired", 1)
+    assert (
+        "  - load it in the query: `db.scalars(select(Book).options(undefer(Book.blurb)))`;"
+        in deferred
+    )
+    assert '  - or load it before reading it: `db.refresh(book, ["blurb"])`.' in deferred
+    assert "  - reload it after the commit: `db.refresh(book)`;" in expired
+    assert "  - or create the sessionmaker with `expire_on_commit=False`" in expired

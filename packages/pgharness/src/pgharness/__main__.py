@@ -20,8 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     doctor = commands.add_parser(
         "doctor",
-        help="inspect the configured schema, sessionmakers and pytest-asyncio settings "
-        "for set-ups that make async database tests fail; exit status 1 if anything is found",
+        help="inspect the settings, the app, env.py and the tests for set-ups that make "
+        "database tests fail; exit status 1 if there is a problem (advice alone: 0)",
     )
     doctor.add_argument(
         "--rootdir",

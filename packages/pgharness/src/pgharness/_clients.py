@@ -14,11 +14,10 @@ import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from ._config import ClientOptions
 from ._errors import ConfigurationError
 
 __all__ = ["AppLifespan", "HarnessTestClient", "open_async_client", "resolve_app"]
-
-BASE_URL = "http://testserver"
 
 
 def resolve_app(name: str, obj: object) -> Callable[..., Any]:
@@ -121,15 +120,19 @@ class AppLifespan:
 
 
 @contextlib.asynccontextmanager
-async def open_async_client(app: Callable[..., Any]) -> Any:
-    """``httpx.AsyncClient`` on ``app`` over ``ASGITransport``, lifespan run around it."""
+async def open_async_client(app: Callable[..., Any], options: ClientOptions) -> Any:
+    """``httpx.AsyncClient`` on ``app`` over ``ASGITransport``, lifespan run around it unless
+    the options skip it."""
     import httpx
 
     lifespan = AppLifespan(app)
-    await lifespan.startup()
+    if options.lifespan:
+        await lifespan.startup()
     try:
         transport = httpx.ASGITransport(app=lifespan.with_state())
-        async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url=options.base_url, headers=list(options.headers)
+        ) as client:
             yield client
     finally:
         await lifespan.shutdown()
@@ -185,6 +188,12 @@ def _test_client_class() -> type[Any]:
     return _HarnessTestClient
 
 
-def HarnessTestClient(app: Callable[..., Any], portal: Any) -> Any:
-    """A Starlette ``TestClient`` on ``app`` bound to the harness loop's ``portal``."""
-    return _test_client_class()(app, portal)
+def HarnessTestClient(app: Callable[..., Any], portal: Any, options: ClientOptions) -> Any:
+    """A Starlette ``TestClient`` on ``app`` bound to the harness loop's ``portal``.
+
+    Entering it runs the app's lifespan; with ``pgharness_lifespan = off`` the caller does not
+    enter it, and requests are served all the same.
+    """
+    return _test_client_class()(
+        app, portal, base_url=options.base_url, headers=dict(options.headers)
+    )

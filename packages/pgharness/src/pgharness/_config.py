@@ -15,15 +15,19 @@ import importlib
 import os
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from ._errors import ConfigurationError
+
+if TYPE_CHECKING:
+    import pytest
 
 __all__ = [
     "INI_KEYS",
     "AlembicSchema",
+    "ClientOptions",
     "MetadataSchema",
     "ObjectRef",
     "SchemaSource",
@@ -34,6 +38,7 @@ __all__ = [
     "parse_object_ref",
     "parse_schema",
     "parse_server_url",
+    "read_settings",
     "resolve_settings",
 ]
 
@@ -46,15 +51,28 @@ INI_KEYS: frozenset[str] = frozenset(
         "pgharness_app",
         "pgharness_setup_sql",
         "pgharness_allow_urls",
+        "pgharness_client_base_url",
+        "pgharness_client_headers",
+        "pgharness_lifespan",
     }
 )
 
+#: What each ``pkg.module:attr`` setting names, as an example for its messages.
+_OBJECT_REF_EXAMPLES = {
+    "pgharness_app": "myapp.main:app",
+    "pgharness_schema": "myapp.models:Base",
+    "pgharness_sessionmakers": "myapp.db:SessionLocal",
+}
+
 URL_ENV = "PGHARNESS_URL"
+#: Where relative request paths go when ``pgharness_client_base_url`` is not set.
+DEFAULT_BASE_URL = "http://testserver"
 URL_OPTION = "pg_url"  # dest of --pg-url
 
 UrlSource = Literal["option", "env", "ini", "default"]
 
 _OBJECT_REF = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 token
 _PASSWORD_IN_URL = re.compile(r"(?P<head>://[^:/@?#]*:)(?P<password>[^@/?#]*)(?P<tail>@)")
 
 
@@ -88,11 +106,20 @@ class ObjectRef:
             try:
                 target = getattr(target, part)
             except AttributeError as exc:
+                close = difflib.get_close_matches(part, _public_names(target), n=3, cutoff=0.6)
+                hint = f" Did you mean {' or '.join(repr(n) for n in close)}?" if close else ""
                 raise ConfigurationError(
                     f"{self.setting} = {str(self)!r}: module {self.module!r} has no attribute "
-                    f"{self.attr!r}. Fix: name an existing object in {self.setting}."
+                    f"{self.attr!r}.{hint} Fix: name an existing object in {self.setting}."
                 ) from exc
         return target
+
+
+def _public_names(target: object) -> list[str]:
+    # The module's own namespace only: a lookup through dir() could run the user's
+    # __getattr__ / __dir__.
+    namespace = getattr(target, "__dict__", {})
+    return sorted(name for name in namespace if not name.startswith("_"))
 
 
 @dataclass(frozen=True)
@@ -131,6 +158,16 @@ class ServerUrl:
 
 
 @dataclass(frozen=True)
+class ClientOptions:
+    """How ``client`` and ``async_client`` talk to the app."""
+
+    base_url: str = DEFAULT_BASE_URL
+    headers: tuple[tuple[str, str], ...] = ()
+    #: Whether the clients run the app's lifespan (``pgharness_lifespan = off`` skips it).
+    lifespan: bool = True
+
+
+@dataclass(frozen=True)
 class Settings:
     """Every pgharness setting, resolved and validated (no IO was done)."""
 
@@ -144,6 +181,8 @@ class Settings:
     setup_sql: str = ""
     #: External databases the suite may reach on purpose (``pgharness_allow_urls``).
     allow_urls: tuple[ServerUrl, ...] = ()
+    #: How ``client`` and ``async_client`` reach the app (``pgharness_client_*``, ``_lifespan``).
+    client: ClientOptions = field(default_factory=ClientOptions)
 
     def server_description(self) -> str:
         where = self.url.masked if self.url is not None else "embedded"
@@ -156,7 +195,7 @@ def parse_object_ref(value: str, setting: str) -> ObjectRef:
         raise ConfigurationError(
             f"{setting} = {value!r} is not of the form 'pkg.module:attr'. "
             f"Fix: write the module path, a colon and the object's name, "
-            f"e.g. {setting} = myapp.db:SessionLocal."
+            f"e.g. {setting} = {_OBJECT_REF_EXAMPLES.get(setting, 'myapp.module:name')}."
         )
     module, attr = text.split(":", 1)
     return ObjectRef(module=module, attr=attr, setting=setting)
@@ -233,6 +272,9 @@ def resolve_settings(
     environ: dict[str, str] | None = None,
     ini_setup_sql: str | None = None,
     ini_allow_urls: list[str] | None = None,
+    ini_client_base_url: str | None = None,
+    ini_client_headers: list[str] | None = None,
+    ini_lifespan: str | None = None,
 ) -> Settings:
     """Combine command line, environment and ini into validated ``Settings``.
 
@@ -271,6 +313,56 @@ def resolve_settings(
         rootpath=rootpath,
         setup_sql=(ini_setup_sql or "").strip(),
         allow_urls=allow_urls,
+        client=ClientOptions(
+            base_url=parse_client_base_url(ini_client_base_url),
+            headers=parse_client_headers(ini_client_headers or []),
+            lifespan=parse_lifespan(ini_lifespan),
+        ),
+    )
+
+
+def parse_client_base_url(value: str | None) -> str:
+    """``pgharness_client_base_url``: where the clients' relative URLs start."""
+    text = (value or "").strip()
+    if not text:
+        return DEFAULT_BASE_URL
+    scheme, _, rest = text.partition("://")
+    host = rest.split("/", 1)[0]
+    if scheme not in ("http", "https") or not host or "@" in host:
+        raise ConfigurationError(
+            f"pgharness_client_base_url = {mask_url(text)!r} is not an http(s) URL with a host. "
+            "Fix: write the URL every request path is relative to, e.g. "
+            "pgharness_client_base_url = http://testserver/v1."
+        )
+    return text.rstrip("/")
+
+
+def parse_client_headers(lines: list[str]) -> tuple[tuple[str, str], ...]:
+    """``pgharness_client_headers``: one ``Name: value`` per line."""
+    headers: list[tuple[str, str]] = []
+    for number, line in enumerate((line for line in lines if line.strip()), start=1):
+        name, colon, value = line.partition(":")
+        if not colon or not _HEADER_NAME.match(name.strip()):
+            # The line may hold a credential: it is named by its position, never quoted.
+            raise ConfigurationError(
+                f"pgharness_client_headers: line {number} is not of the form 'Name: value'. "
+                "Fix: write one header per line, e.g. pgharness_client_headers = "
+                "Host: api.example.com."
+            )
+        headers.append((name.strip(), value.strip()))
+    return tuple(headers)
+
+
+def parse_lifespan(value: str | None) -> bool:
+    """``pgharness_lifespan``: ``on`` (default) runs the app's lifespan in the clients."""
+    text = (value or "").strip().lower()
+    if text in ("", "on"):
+        return True
+    if text == "off":
+        return False
+    raise ConfigurationError(
+        f"pgharness_lifespan = {value!r}: expected 'on' or 'off'. Fix: pgharness_lifespan = off "
+        "skips the app's lifespan in client and async_client; remove the key to run it."
     )
 
 
@@ -290,3 +382,33 @@ def check_ini_keys(keys: Iterable[str]) -> None:
             "configuration (pyproject.toml [tool.pytest.ini_options], pytest.ini, tox.ini or "
             "setup.cfg)."
         )
+
+
+def read_settings(config: pytest.Config) -> Settings:
+    """The run's settings from pytest's command line and ini, checked.
+
+    Raises ``ConfigurationError`` for an unknown ``pgharness_*`` key or a bad value.
+    """
+    check_ini_keys(ini_keys(config))
+    return resolve_settings(
+        option_url=config.getoption("pg_url", None),
+        ini_url=str(config.getini("pgharness_url") or ""),
+        ini_schema=str(config.getini("pgharness_schema") or ""),
+        ini_sessionmakers=list(config.getini("pgharness_sessionmakers") or []),
+        ini_app=str(config.getini("pgharness_app") or ""),
+        rootpath=config.rootpath,
+        ini_setup_sql=str(config.getini("pgharness_setup_sql") or ""),
+        ini_allow_urls=list(config.getini("pgharness_allow_urls") or []),
+        ini_client_base_url=str(config.getini("pgharness_client_base_url") or ""),
+        ini_client_headers=list(config.getini("pgharness_client_headers") or []),
+        ini_lifespan=str(config.getini("pgharness_lifespan") or ""),
+    )
+
+
+def ini_keys(config: pytest.Config) -> set[str]:
+    """Every key of the run's ini file, registered or not (pytest warns about unknown ones
+    only, and a misspelled pgharness key must stop the run)."""
+    raw = getattr(config, "_inicfg", None)  # pytest >= 9.1; its public inicfg is deprecated
+    if raw is None:
+        raw = config.inicfg
+    return {str(key) for key in raw}

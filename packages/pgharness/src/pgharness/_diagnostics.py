@@ -20,6 +20,7 @@ from ._loop_trouble import (
     explain_loop_trouble,
     name_fixtures_on_other_loops,
 )
+from ._loops import is_async_test
 from ._tracebacks import iter_exceptions, message_of
 
 __all__ = ["SECTION_TITLE", "add_report_section", "explain_failure", "safe_explain_failure"]
@@ -37,7 +38,11 @@ def explain_failure(exc: BaseException, item: pytest.Item) -> str | None:
         if isinstance(candidate, PgHarnessError):
             return None  # pgharness's own errors already say what happened and the fix
         if is_missing_greenlet(candidate):
-            explanations.append(explain_missing_greenlet(candidate, rootdir, item.path))
+            explanations.append(
+                explain_missing_greenlet(
+                    candidate, rootdir, item.path, sync_test=not is_async_test(item)
+                )
+            )
             break
         trouble = classify_loop_trouble(candidate)
         if trouble is not None:

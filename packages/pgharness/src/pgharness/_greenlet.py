@@ -59,11 +59,28 @@ class AttributeLoad:
     expiring_listener: str | None
     has_awaitable_attrs: bool
     instance: object | None
+    #: For a relationship: whether it holds a collection (None: not a relationship).
+    collection: bool | None = None
+
+    @property
+    def loader(self) -> str:
+        """The eager loader that fits the relationship: one more SELECT for a collection, a
+        JOIN for a single related object."""
+        return "selectinload" if self.collection is not False else "joinedload"
 
 
 def explain_missing_greenlet(
-    exc: BaseException, rootdir: Path | None, test_path: Path | None = None
+    exc: BaseException,
+    rootdir: Path | None,
+    test_path: Path | None = None,
+    *,
+    sync_test: bool = False,
 ) -> str:
+    """The attribute, why it needed IO, where it was read, and the fixes.
+
+    ``sync_test``: the failing test is a ``def`` test, which can only take fixes without
+    ``await`` when the read happened in its own code (not inside the app).
+    """
     frames = frames_of(exc.__traceback__)
     load = _attribute_load(frames)
     user = user_frame(frames)
@@ -95,7 +112,8 @@ def explain_missing_greenlet(
         test_frame = _test_frame(frames, test_path)
         if test_frame is not None and test_frame is not user:
             lines.append(f"(reached from {test_frame.where(rootdir)}:  {test_frame.source_line})")
-    if running_under(frames, {"starlette", "fastapi"}):
+    in_app = running_under(frames, {"starlette", "fastapi"})
+    if in_app:
         accessor = _accessor(frames)
         if accessor is not None and accessor.module.split(".", 1)[0] in {"fastapi", "pydantic"}:
             lines.append(
@@ -105,7 +123,9 @@ def explain_missing_greenlet(
         else:
             lines.append("It happened inside the app, while handling the request.")
     variable = _variable_name(user, load)
-    lines += ["", "How to fix it:", *_fixes(load, attribute, variable)]
+    read_in_sync_code = user is not None and not user.frame.f_code.co_flags & inspect.CO_COROUTINE
+    fixes = _sync_fixes if sync_test and not in_app and read_in_sync_code else _fixes
+    lines += ["", "How to fix it:", *fixes(load, attribute, variable)]
     return "\n".join(lines)
 
 
@@ -154,8 +174,7 @@ def _fixes(load: AttributeLoad, attribute: str, variable: str) -> list[str]:
     awaitable += "" if load.has_awaitable_attrs else " (add `AsyncAttrs` to your declarative Base)"
     if load.kind is LoadKind.LAZY:
         return [
-            f"  - load it in the query: `.options(selectinload({attribute}))`"
-            f" (or `joinedload({attribute})` for a many-to-one);",
+            f"  - load it in the query: `.options({load.loader}({attribute}))`;",
             f"  - or load it explicitly where needed: {awaitable};",
             f'  - `relationship(..., lazy="raise")` on {attribute} (or `lazy="selectin"`) to'
             " find every other place that relies on lazy loading.",
@@ -181,6 +200,29 @@ def _fixes(load: AttributeLoad, attribute: str, variable: str) -> list[str]:
         f"  - where fresh values are intended, `await session.refresh({variable})` after the"
         " commit;",
         f"  - or load it explicitly: {awaitable}.",
+    ]
+
+
+def _sync_fixes(load: AttributeLoad, attribute: str, variable: str) -> list[str]:
+    """Fixes a ``def`` test can apply with ``db``: no ``await`` anywhere."""
+    refresh = f'`db.refresh({variable}, ["{load.key}"])`'
+    if load.kind is LoadKind.LAZY:
+        return [
+            f"  - load it in the query: `db.scalars(select({load.owner})"
+            f".options({load.loader}({attribute})))`;",
+            f"  - or load it before reading it: {refresh};",
+            f'  - `relationship(..., lazy="raise")` on {attribute} (or `lazy="selectin"`) to'
+            " find every other place that relies on lazy loading.",
+        ]
+    if load.kind is LoadKind.DEFERRED:
+        return [
+            f"  - load it in the query: `db.scalars(select({load.owner})"
+            f".options(undefer({attribute})))`;",
+            f"  - or load it before reading it: {refresh}.",
+        ]
+    return [
+        f"  - reload it after the commit: `db.refresh({variable})`;",
+        "  - or create the sessionmaker with `expire_on_commit=False`, as async apps usually do.",
     ]
 
 
@@ -220,7 +262,20 @@ def _attribute_load(frames: list[Frame]) -> AttributeLoad | None:
         has_awaitable_attrs=isinstance(owner_class, type)
         and _defined_on(owner_class, "awaitable_attrs"),
         instance=_instance_of(access, state),
+        collection=_holds_collection(owner_class, key),
     )
+
+
+def _holds_collection(owner_class: object, key: str) -> bool | None:
+    """Whether relationship ``key`` of the mapped class is a collection (``None``: not a
+    relationship, or not a mapped class)."""
+    from sqlalchemy import inspect as inspect_mapped
+
+    if not isinstance(owner_class, type):
+        return None
+    mapper: Any = inspect_mapped(owner_class, raiseerr=False)
+    relationship = mapper.relationships.get(key) if mapper is not None else None
+    return None if relationship is None else bool(relationship.uselist)
 
 
 def _defined_on(cls: type, name: str) -> bool:

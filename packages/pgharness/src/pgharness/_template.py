@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
     from ._server import ServerAddress
 
-__all__ = ["KEPT_TEMPLATES", "Template", "ensure_template", "recipe_for"]
+__all__ = ["KEPT_TEMPLATES", "Template", "alembic_script_dir", "ensure_template", "recipe_for"]
 
 # Bumped when the way templates are built changes, so old templates are not reused.
 _BUILD_FORMAT = "pgharness-template-2"
@@ -249,7 +249,11 @@ def _alembic_label(ini: Path, rootpath: Path) -> str:
     return f"alembic:{relative.as_posix()}"
 
 
-def _alembic_recipe(schema: AlembicSchema, rootpath: Path) -> _Recipe:
+def alembic_script_dir(schema: AlembicSchema, rootpath: Path) -> Path:
+    """The migrations folder (``env.py``'s) named by the alembic.ini of ``pgharness_schema``.
+
+    Raises ``ConfigurationError`` naming the setting and the fix.
+    """
     ini = schema.ini_path
     label = _alembic_label(ini, rootpath)
     if not ini.is_file():
@@ -267,12 +271,18 @@ def _alembic_recipe(schema: AlembicSchema, rootpath: Path) -> _Recipe:
         ) from None
     with _working_directory(rootpath):
         try:
-            script_dir = Path(ScriptDirectory.from_config(Config(str(ini))).dir).resolve()
+            return Path(ScriptDirectory.from_config(Config(str(ini))).dir).resolve()
         except Exception as exc:
             raise ConfigurationError(
                 f"pgharness_schema = {label!r}: alembic cannot read it ({exc}). Fix: check "
                 f"script_location in that file."
             ) from exc
+
+
+def _alembic_recipe(schema: AlembicSchema, rootpath: Path) -> _Recipe:
+    ini = schema.ini_path
+    label = _alembic_label(ini, rootpath)
+    script_dir = alembic_script_dir(schema, rootpath)
     digest = hashlib.sha256(ini.read_bytes())
     for path in sorted(script_dir.rglob("*")):
         if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
@@ -287,6 +297,8 @@ def _alembic_recipe(schema: AlembicSchema, rootpath: Path) -> _Recipe:
 
     def build(address: ServerAddress, database: str) -> None:
         from alembic import command
+        from alembic.config import Config
+        from alembic.script import ScriptDirectory
         from sqlalchemy import create_engine
         from sqlalchemy.pool import NullPool
 

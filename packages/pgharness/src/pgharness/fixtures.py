@@ -67,11 +67,21 @@ def start_or_stop(harness: Harness, session: pytest.Session) -> str | None:
         harness.start()
     except PgHarnessError as exc:
         message = str(exc) if str(exc).startswith("pgharness") else f"pgharness: {exc}"
-        if not hasattr(session.config, "workerinput"):
-            pytest.exit(message, returncode=pytest.ExitCode.USAGE_ERROR)
-        session.shouldstop = message
-        return message
+        return stop_run(session, message)
     return None
+
+
+def stop_run(session: pytest.Session, message: str) -> str:
+    """End a misconfigured run before its first test, with ``message`` shown once.
+
+    A single process exits at once (usage-error status); an xdist worker asks the session to
+    stop, and the controller ends the run with the message. Returns the message.
+    """
+    __tracebackhide__ = True
+    if not hasattr(session.config, "workerinput"):
+        pytest.exit(message, returncode=pytest.ExitCode.USAGE_ERROR)
+    session.shouldstop = message
+    return message
 
 
 @pytest.fixture(scope="session")
@@ -161,6 +171,9 @@ def async_db(_pg_test: ActiveTest) -> Iterator[AsyncSession]:
 def async_client(_pg_test: ActiveTest) -> Iterator[httpx.AsyncClient]:
     """An ``httpx.AsyncClient`` on ``pgharness_app`` (lifespan run), in the test's transaction.
 
+    Requests go to ``pgharness_client_base_url`` (default ``http://testserver``) with the
+    ``pgharness_client_headers``; ``pgharness_lifespan = off`` skips the app's lifespan.
+
     Example::
 
         async def test_health(async_client):
@@ -168,7 +181,7 @@ def async_client(_pg_test: ActiveTest) -> Iterator[httpx.AsyncClient]:
             assert response.status_code == 200
     """
     active = _pg_test
-    opened = open_async_client(_app_for(active))
+    opened = open_async_client(_app_for(active), active.harness.settings.client)
     client = active.driver.run(opened.__aenter__)
     try:
         yield client
@@ -212,7 +225,8 @@ def client(_pg_test: ActiveTest) -> Iterator[Any]:
 
     The app's lifespan and every request run on the harness's event-loop thread, which owns
     the test's connection: the app's sessions join the test's transaction, and ``db`` sees
-    what requests wrote.
+    what requests wrote. ``pgharness_client_base_url``, ``pgharness_client_headers`` and
+    ``pgharness_lifespan = off`` apply as for ``async_client``.
 
     Example::
 
@@ -221,7 +235,12 @@ def client(_pg_test: ActiveTest) -> Iterator[Any]:
             assert response.status_code == 201
     """
     active = _pg_test
-    test_client = HarnessTestClient(_app_for(active), active.state.harness_loop.portal)
+    options = active.harness.settings.client
+    test_client = HarnessTestClient(_app_for(active), active.state.harness_loop.portal, options)
+    if not options.lifespan:
+        yield test_client
+        test_client.close()
+        return
     with test_client:
         yield test_client
 

@@ -14,14 +14,16 @@ import pytest
 
 from . import _blocker as blocker
 from ._activation import BLOCKED_REPORTED, count_database_tests, wants_isolation
-from ._config import check_ini_keys, resolve_settings
+from ._config import ini_keys, read_settings
 from ._diagnostics import add_report_section, safe_explain_failure
 from ._errors import ConfigurationError, UnmanagedDatabaseError
 from ._harness import Harness
 from ._isolation import BOTH_KINDS_NOTE, IsolationMode
+from ._loops import asyncio_mode, is_async_test, loop_of_test
 from ._names import RunIdentity
 from ._queries import enforce_max_queries, max_queries, recording_for
 from ._tracebacks import iter_exceptions
+from ._unmarked import unmarked_async_tests_message
 from .fixtures import *  # noqa: F403  (pytest discovers fixtures in the plugin module)
 from .fixtures import (
     BLOCKING_KEY,
@@ -30,6 +32,7 @@ from .fixtures import (
     REQUIRED_MODE_KEY,
     block_unmanaged_databases,
     start_or_stop,
+    stop_run,
 )
 
 
@@ -80,14 +83,33 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         type="linelist",
         default=[],
     )
+    parser.addini(
+        "pgharness_client_base_url",
+        "where client / async_client requests go, e.g. http://testserver/v1 "
+        "(default http://testserver)",
+        type="string",
+        default="",
+    )
+    parser.addini(
+        "pgharness_client_headers",
+        "headers client / async_client send with every request, one 'Name: value' per line",
+        type="linelist",
+        default=[],
+    )
+    parser.addini(
+        "pgharness_lifespan",
+        "'on' (default): client / async_client run the app's lifespan; 'off': they skip it",
+        type="string",
+        default="",
+    )
     group.addoption(
         "--pg-doctor",
         action="store_true",
         dest="pg_doctor",
         default=False,
-        help="inspect the configured schema, sessionmakers and pytest-asyncio settings for "
-        "set-ups that make async database tests fail, print the findings with fixes and exit "
-        "(status 1 if anything was found) without running tests.",
+        help="inspect the settings, the app, env.py and the tests for set-ups that make "
+        "database tests fail; print problems and advice with their fixes and exit without "
+        "running tests (status 1 if there is a problem; advice alone: 0).",
     )
 
 
@@ -108,17 +130,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def _configure_harness(config: pytest.Config) -> None:
     try:
-        check_ini_keys(_ini_keys(config))
-        settings = resolve_settings(
-            option_url=config.getoption("pg_url", None),
-            ini_url=str(config.getini("pgharness_url") or ""),
-            ini_schema=str(config.getini("pgharness_schema") or ""),
-            ini_sessionmakers=list(config.getini("pgharness_sessionmakers") or []),
-            ini_app=str(config.getini("pgharness_app") or ""),
-            rootpath=config.rootpath,
-            ini_setup_sql=str(config.getini("pgharness_setup_sql") or ""),
-            ini_allow_urls=list(config.getini("pgharness_allow_urls") or []),
-        )
+        settings = read_settings(config)
     except ConfigurationError as exc:
         if config.getoption("help", False):
             return  # --help works whatever the settings
@@ -132,18 +144,9 @@ def _configure_harness(config: pytest.Config) -> None:
         rootpath=config.rootpath,
     )
     if config.getoption("pg_url", None) or any(
-        key.startswith("pgharness") for key in _ini_keys(config)
+        key.startswith("pgharness") for key in ini_keys(config)
     ):
         block_unmanaged_databases(config)
-
-
-def _ini_keys(config: pytest.Config) -> set[str]:
-    """Every key of the run's ini file, registered or not (pytest warns about unknown ones
-    only, and a misspelled pgharness key must stop the run)."""
-    raw = getattr(config, "_inicfg", None)  # pytest >= 9.1; its public inicfg is deprecated
-    if raw is None:
-        raw = config.inicfg
-    return {str(key) for key in raw}
 
 
 def _is_xdist_controller(config: pytest.Config) -> bool:
@@ -166,7 +169,17 @@ def pytest_collection_modifyitems(
     harness = config.stash.get(HARNESS_KEY, None)
     if harness is None or _is_xdist_controller(config) or _only_lists(config):
         return
-    if any(wants_isolation(item) for item in items) and start_or_stop(harness, session):
+    unmarked = [
+        item.nodeid
+        for item in items
+        if wants_isolation(item) and is_async_test(item) and loop_of_test(item) is None
+    ]
+    if unmarked:
+        # One message for the run, not one long error per test.
+        stop_run(session, unmarked_async_tests_message(asyncio_mode(config), unmarked))
+        config.hook.pytest_deselected(items=list(items))
+        items.clear()
+    elif any(wants_isolation(item) for item in items) and start_or_stop(harness, session):
         # An xdist worker that could not start runs nothing; the controller reports why.
         config.hook.pytest_deselected(items=list(items))
         items.clear()
@@ -258,7 +271,7 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
 
     report = run_doctor(config)
     print(format_report(report), end="")
-    return 1 if report.findings else 0
+    return report.exit_status
 
 
 @pytest.hookimpl(wrapper=True)
