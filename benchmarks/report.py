@@ -82,20 +82,21 @@ class Sizes:
 
 FULL = Sizes(
     isolation_tests=300,
-    isolation_repeat=7,
+    isolation_repeat=5,
     rows=(1, 10, 100, 1000),
     rows_tests=150,
-    rows_repeat=3,
+    rows_repeat=2,
     workers_tests=400,
-    workers_rounds=5,
+    workers_rounds=3,
     schema_tables=(10, 100, 400),
     schema_tests=30,
-    schema_repeat=3,
-    startup_repeat=5,
-    styles_repeat=3,
+    schema_repeat=2,
+    startup_repeat=3,
+    styles_repeat=2,
     diagnostics_tests=600,
-    diagnostics_rounds=5,
+    diagnostics_rounds=3,
 )
+
 QUICK = Sizes(
     isolation_tests=12,
     isolation_repeat=1,
