@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import delete, exists, or_, select
+from sqlalchemy import CursorResult, Delete, delete, exists, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.sql.dml import ReturningDelete
 
 from dashtam.core.clock import utcnow
 from dashtam.core.config import Settings
@@ -26,6 +26,9 @@ from dashtam.models import (
     SandboxAuthorizationCode,
     SandboxRefreshToken,
 )
+
+#: The models whose rows carry an ``expires_at`` and serve nothing after it.
+_Expiring = SandboxAuthorizationCode | SandboxRefreshToken | AuthorizationState | AuthRefreshToken
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,8 +52,13 @@ def _longest_throttle_window(settings: Settings) -> timedelta:
     )
 
 
-async def _count(session: AsyncSession, statement: ReturningDelete[tuple[object]]) -> int:
-    return len((await session.execute(statement)).all())
+async def _deleted(session: AsyncSession, statement: Delete) -> int:
+    result = cast("CursorResult[Any]", await session.execute(statement))
+    return result.rowcount
+
+
+async def _delete_expired(session: AsyncSession, model: type[_Expiring], now: datetime) -> int:
+    return await _deleted(session, delete(model).where(model.expires_at < now))
 
 
 async def purge_expired(
@@ -58,48 +66,24 @@ async def purge_expired(
 ) -> PurgeReport:
     """Delete expired grants, states, login tokens, empty sessions and stale throttle rows."""
     now = now or utcnow()
-    sandbox_codes = await _count(
-        session,
-        delete(SandboxAuthorizationCode)
-        .where(SandboxAuthorizationCode.expires_at < now)
-        .returning(SandboxAuthorizationCode.id),
-    )
-    sandbox_refresh_tokens = await _count(
-        session,
-        delete(SandboxRefreshToken)
-        .where(SandboxRefreshToken.expires_at < now)
-        .returning(SandboxRefreshToken.id),
-    )
-    authorization_states = await _count(
-        session,
-        delete(AuthorizationState)
-        .where(AuthorizationState.expires_at < now)
-        .returning(AuthorizationState.id),
-    )
-    refresh_tokens = await _count(
-        session,
-        delete(AuthRefreshToken)
-        .where(AuthRefreshToken.expires_at < now)
-        .returning(AuthRefreshToken.id),
-    )
+    sandbox_codes = await _delete_expired(session, SandboxAuthorizationCode, now)
+    sandbox_refresh_tokens = await _delete_expired(session, SandboxRefreshToken, now)
+    authorization_states = await _delete_expired(session, AuthorizationState, now)
+    refresh_tokens = await _delete_expired(session, AuthRefreshToken, now)
     # A session without refresh tokens can never be used again (its access tokens, at most
     # minutes old, go with it).
-    sessions = await _count(
+    sessions = await _deleted(
         session,
-        delete(AuthSession)
-        .where(
+        delete(AuthSession).where(
             ~exists(select(AuthRefreshToken.id).where(AuthRefreshToken.family_id == AuthSession.id))
-        )
-        .returning(AuthSession.id),
+        ),
     )
-    throttles = await _count(
+    throttles = await _deleted(
         session,
-        delete(LoginThrottle)
-        .where(
+        delete(LoginThrottle).where(
             LoginThrottle.window_started_at < now - _longest_throttle_window(settings),
             or_(LoginThrottle.locked_until.is_(None), LoginThrottle.locked_until < now),
-        )
-        .returning(LoginThrottle.key),
+        ),
     )
     await session.commit()
     return PurgeReport(
