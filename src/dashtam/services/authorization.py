@@ -219,10 +219,7 @@ async def complete_authorization(
         session=session, user=user, provider_id=provider_id, with_token=True
     )
 
-    def fail(connection: ProviderConnection, reason: str, **details: str) -> None:
-        if connection.token is None:  # a failed re-authorization keeps working tokens
-            connection.status = ConnectionStatus.ERROR
-        connection.last_error = reason[:500]
+    def record_failure(**details: str) -> None:
         record(
             session=session,
             provider_id=provider_id,
@@ -232,6 +229,12 @@ async def complete_authorization(
             outcome="failure",
             **details,
         )
+
+    def fail(connection: ProviderConnection, reason: str, **details: str) -> None:
+        if connection.token is None:  # a failed re-authorization keeps working tokens
+            connection.status = ConnectionStatus.ERROR
+        connection.last_error = reason[:500]
+        record_failure(**details)
 
     if error is not None or not code:
         fail(
@@ -276,15 +279,7 @@ async def complete_authorization(
     # What happened meanwhile counts: a disconnect, or another callback that stored tokens.
     connection = await _locked_connection(session=session, user=user, provider_id=provider_id)
     if connection.status is ConnectionStatus.REVOKED:
-        record(
-            session=session,
-            provider_id=provider_id,
-            user_id=user_id,
-            action=AuditAction.CALLBACK,
-            context=context,
-            outcome="failure",
-            error="disconnected_during_authorization",
-        )
+        record_failure(error="disconnected_during_authorization")
         await session.commit()
         await _revoke_at_provider(
             http=http,
