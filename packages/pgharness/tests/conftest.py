@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -49,9 +51,6 @@ def database_names(conn: psycopg.Connection[tuple[object, ...]], like: str = "pg
 def shared_server_url(request: pytest.FixtureRequest) -> Iterator[str]:
     """An embedded server for the inner runs of this run, started once and shared by the
     xdist workers (one run id): their templates are built once, not per inner run."""
-    import hashlib
-    import uuid
-
     workerinput = getattr(request.config, "workerinput", None)
     uid = str(workerinput["testrunuid"]) if workerinput else uuid.uuid4().hex
     run_id = hashlib.sha256(f"{uid}:inner runs".encode()).hexdigest()[:10]
