@@ -232,3 +232,48 @@ def test_allowed_urls_are_reached_and_passwords_never_shown(
     # The second test caught the error itself: the blocked attempt still fails it at teardown.
     result.assert_outcomes(passed=2, errors=1)
     assert "s3cr3t-pw" not in result.stdout.str() + result.stderr.str()
+
+
+def test_drivers_bound_before_pgharness_started_are_blocked_too(
+    pytester: pytest.Pytester, developer_database: DeveloperDatabase
+) -> None:
+    """``from asyncpg import connect``, psycopg's ``connect`` taken by name: bound while
+    conftest.py loads, before any pgharness hook could be (asyncpg pools keep the ``connect``
+    of the moment they are made the same way)."""
+    dev = developer_database
+    _project(pytester, dev)
+    pytester.makepyfile(
+        early=f"""
+        from asyncpg import connect as asyncpg_connect
+        from psycopg import AsyncConnection, connect as psycopg_connect
+
+        DEV = {dev.libpq_url!r}
+        AsyncConnect = AsyncConnection.connect
+        """
+    )
+    pytester.makeconftest("import early\n")
+    pytester.makepyfile(
+        test_early="""
+        import early
+
+
+        async def test_asyncpg_connect_by_name(async_db):
+            await early.asyncpg_connect(early.DEV)
+
+
+        def test_psycopg_connect_by_name(db):
+            early.psycopg_connect(early.DEV)
+
+
+        async def test_psycopg_async_connect_by_name(async_db):
+            await early.AsyncConnect(early.DEV)
+        """
+    )
+    result = pytester.runpytest("-p", "no:randomly")
+    result.assert_outcomes(failed=3)
+    out = result.stdout.str()
+    assert out.count("UnmanagedDatabaseError: pgharness stopped a connection") == 3, out
+    assert "Opened by: asyncpg.connect()." in out
+    assert "Opened by: psycopg.connect()." in out
+    assert "Opened by: psycopg.AsyncConnection.connect()." in out
+    dev.assert_untouched()

@@ -304,57 +304,61 @@ def _hook_sqlalchemy() -> None:
 
 
 def _hook_asyncpg() -> None:
+    # Every asyncpg connection, however it was reached (``asyncpg.connect``, a name bound by
+    # ``from asyncpg import connect`` before pgharness started, a pool, which keeps the
+    # ``connect`` of the moment it was made), goes through ``connect_utils._connect``, looked up
+    # on its module at each call.
     try:
-        import asyncpg
-        import asyncpg.connection
+        from asyncpg import connect_utils
     except ImportError:
         return
-    original = asyncpg.connection.connect
+    original = connect_utils._connect
 
-    async def connect(dsn: Any = None, *args: Any, **kwargs: Any) -> Any:
-        check(destination_from(_params_of_call(dsn, kwargs)), "asyncpg.connect()")
-        return await original(dsn, *args, **kwargs)
+    async def _connect(**kwargs: Any) -> Any:
+        dsn = kwargs.get("dsn")
+        given = {key: value for key, value in kwargs.items() if key in _ASYNCPG_PARAMETERS}
+        check(destination_from(_params_of_call(dsn, given)), "asyncpg.connect()")
+        return await original(**kwargs)
 
-    connect.__wrapped__ = original  # type: ignore[attr-defined]
-    patched = [(asyncpg, "connect"), (asyncpg.connection, "connect")]
-    saved = [(module, name, getattr(module, name)) for module, name in patched]
-    for module, name in patched:
-        setattr(module, name, connect)
+    connect_utils._connect = _connect
 
     def restore() -> None:
-        for module, name, value in saved:
-            setattr(module, name, value)
+        connect_utils._connect = original
 
     _state.restore.append(restore)
 
 
+# The parameters of ``asyncpg.connect`` that say where it goes.
+_ASYNCPG_PARAMETERS = frozenset({"host", "port", "user", "database"})
+
+
 def _hook_psycopg() -> None:
+    # ``connect`` of both connection classes asks ``cls._get_connection_params`` (looked up at
+    # each call) for the parameters it will use: hooking that catches a ``connect`` taken by
+    # name before pgharness started, psycopg_pool's connections and subclasses alike.
     try:
         import psycopg
     except ImportError:
         return
-    sync_original = psycopg.Connection.__dict__["connect"]
-    async_original = psycopg.AsyncConnection.__dict__["connect"]
-    module_original = psycopg.connect
+    sync_original = psycopg.Connection.__dict__["_get_connection_params"]
+    async_original = psycopg.AsyncConnection.__dict__["_get_connection_params"]
 
-    def sync_connect(cls: Any, /, conninfo: str = "", **kwargs: Any) -> Any:
+    def sync_params(cls: Any, /, conninfo: str, **kwargs: Any) -> Any:
         check(destination_from(_params_of_call(conninfo, kwargs)), "psycopg.connect()")
         return sync_original.__func__(cls, conninfo, **kwargs)
 
-    async def async_connect(cls: Any, /, conninfo: str = "", **kwargs: Any) -> Any:
+    async def async_params(cls: Any, /, conninfo: str, **kwargs: Any) -> Any:
         check(
             destination_from(_params_of_call(conninfo, kwargs)),
             "psycopg.AsyncConnection.connect()",
         )
         return await async_original.__func__(cls, conninfo, **kwargs)
 
-    psycopg.Connection.connect = classmethod(sync_connect)  # type: ignore[method-assign,assignment]
-    psycopg.AsyncConnection.connect = classmethod(async_connect)  # type: ignore[method-assign,assignment]
-    psycopg.connect = psycopg.Connection.connect
+    psycopg.Connection._get_connection_params = classmethod(sync_params)  # type: ignore[method-assign,assignment]
+    psycopg.AsyncConnection._get_connection_params = classmethod(async_params)  # type: ignore[method-assign,assignment]
 
     def restore() -> None:
-        psycopg.Connection.connect = sync_original  # type: ignore[method-assign]
-        psycopg.AsyncConnection.connect = async_original  # type: ignore[method-assign]
-        psycopg.connect = module_original
+        psycopg.Connection._get_connection_params = sync_original  # type: ignore[method-assign]
+        psycopg.AsyncConnection._get_connection_params = async_original  # type: ignore[method-assign]
 
     _state.restore.append(restore)
