@@ -277,3 +277,31 @@ def test_drivers_bound_before_pgharness_started_are_blocked_too(
     assert "Opened by: psycopg.connect()." in out
     assert "Opened by: psycopg.AsyncConnection.connect()." in out
     dev.assert_untouched()
+
+
+def test_a_connection_made_while_conftest_imports_the_app_is_blocked(
+    pytester: pytest.Pytester, developer_database: DeveloperDatabase
+) -> None:
+    """An app that creates its tables when imported (a common tutorial set-up), imported by
+    conftest.py: the blocker is on before the first conftest loads, so nothing reaches the
+    developer's database and the run stops saying where it happened."""
+    dev = developer_database
+    make_project(
+        pytester,
+        ASYNC,
+        app=APP.replace(PRODUCTION_URL, dev.url)
+        + f"""
+from sqlalchemy import create_engine
+
+Base.metadata.create_all(create_engine({dev.sync_url!r}))
+""",
+    )
+    pytester.makeconftest("import myapp\n")
+    pytester.makepyfile(test_one="def test_one(db):\n    pass\n")
+    result = pytester.runpytest("-p", "no:randomly")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    out = "\n".join(result.outlines + result.errlines)
+    assert "pgharness stopped a connection to postgresql://postgres@127.0.0.1:5432/devdb_" in out
+    assert "From: myapp.py:" in out
+    assert "conftest.py:1 in <module>" in out
+    dev.assert_untouched()

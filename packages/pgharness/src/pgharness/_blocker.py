@@ -5,8 +5,9 @@ passes one check at connect time, before any byte reaches a server:
 
 - SQLAlchemy engines, async and sync, whatever their pool (the ``do_connect`` dialect event,
   listened on every engine);
-- raw ``asyncpg.connect`` (and asyncpg pools made after the blocker is on) and
-  ``psycopg.connect`` / ``psycopg.AsyncConnection.connect``.
+- asyncpg and psycopg connections however they are asked for (``asyncpg.connect``, its pools,
+  ``psycopg.connect`` / ``psycopg.AsyncConnection.connect``, psycopg's pools, a ``connect``
+  imported by name before the blocker was on): hooked where every one of them passes.
 
 A connection is let through when it goes to a database pgharness named itself (``_names``:
 template, worker clone, pooled clone), when pgharness opens it for its own work
@@ -16,8 +17,10 @@ URL (password masked), the engine or sessionmaker that opened it where a module 
 it, the code that asked, and the fix. Each blocked attempt is also remembered, so a test whose
 app swallowed the error (a 500, a retry loop) still fails.
 
-The blocker is on from ``activate`` to ``deactivate`` (the plugin's configure and unconfigure
-while pgharness is active in the run; nested pytest runs in one process stack their policies).
+The blocker is on from ``activate`` to ``deactivate``: when a setting activates pgharness,
+from before the first ``conftest.py`` loads (an app imported there may connect at import time)
+to the run's unconfigure; otherwise from the first test that uses pgharness. Nested pytest runs
+in one process stack their policies.
 """
 
 from __future__ import annotations

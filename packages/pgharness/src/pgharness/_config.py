@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ._errors import ConfigurationError
 
@@ -34,6 +34,8 @@ __all__ = [
     "ServerUrl",
     "Settings",
     "check_ini_keys",
+    "command_line_option",
+    "ini_keys",
     "mask_url",
     "parse_object_ref",
     "parse_schema",
@@ -391,7 +393,7 @@ def read_settings(config: pytest.Config) -> Settings:
     """
     check_ini_keys(ini_keys(config))
     return resolve_settings(
-        option_url=config.getoption("pg_url", None),
+        option_url=command_line_option(config, "pg_url", None),
         ini_url=str(config.getini("pgharness_url") or ""),
         ini_schema=str(config.getini("pgharness_schema") or ""),
         ini_sessionmakers=list(config.getini("pgharness_sessionmakers") or []),
@@ -403,6 +405,15 @@ def read_settings(config: pytest.Config) -> Settings:
         ini_client_headers=list(config.getini("pgharness_client_headers") or []),
         ini_lifespan=str(config.getini("pgharness_lifespan") or ""),
     )
+
+
+def command_line_option(config: pytest.Config, name: str, default: Any = None) -> Any:
+    """A command-line option's value, also while the first conftests load (pytest has parsed
+    only the options it knows of then, into ``known_args_namespace``)."""
+    value = getattr(getattr(config, "known_args_namespace", None), name, None)
+    if value is None:
+        value = getattr(config.option, name, None)
+    return default if value is None else value
 
 
 def ini_keys(config: pytest.Config) -> set[str]:

@@ -10,6 +10,7 @@ import pytest
 from . import _blocker as blocker
 from ._activation import ActiveTest, SessionState, activate, check_app_objects, wants_isolation
 from ._clients import HarnessTestClient, open_async_client, resolve_app
+from ._config import Settings
 from ._databases import PgDatabase
 from ._errors import PgHarnessError
 from ._harness import Harness
@@ -36,6 +37,8 @@ __all__ = [
 
 #: Where ``pytest_configure`` keeps this process's ``Harness``.
 HARNESS_KEY = pytest.StashKey[Harness]()
+#: The run's settings, read before the first conftest.py loads.
+SETTINGS_KEY = pytest.StashKey[Settings]()
 #: The blocker's policy for this run, and whether this run switched the blocker on.
 POLICY_KEY = pytest.StashKey[blocker.Policy]()
 BLOCKING_KEY = pytest.StashKey[bool]()

@@ -14,7 +14,7 @@ import pytest
 
 from . import _blocker as blocker
 from ._activation import BLOCKED_REPORTED, count_database_tests, wants_isolation
-from ._config import ini_keys, read_settings
+from ._config import Settings, command_line_option, ini_keys, read_settings
 from ._diagnostics import add_report_section, safe_explain_failure
 from ._errors import ConfigurationError, UnmanagedDatabaseError
 from ._harness import Harness
@@ -30,6 +30,7 @@ from .fixtures import (
     HARNESS_KEY,
     POLICY_KEY,
     REQUIRED_MODE_KEY,
+    SETTINGS_KEY,
     block_unmanaged_databases,
     start_or_stop,
     stop_run,
@@ -113,8 +114,25 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config) -> Generator[None]:
+    # Before the first conftest.py loads: an app imported there that connects at import time
+    # (``create_all`` on its engine, say) is stopped like any other unmanaged connection.
+    _settings_and_blocker(early_config)
+    try:
+        return (yield)
+    except BaseException:
+        # The run ends before pytest_configure, so no pytest_unconfigure will switch it off.
+        _unblock(early_config)
+        raise
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    _configure_harness(config)
+    settings = _settings_and_blocker(config)
+    if settings is not None:
+        # Here, not earlier: an xdist worker learns who it is only after conftests load.
+        run = RunIdentity.for_process(getattr(config, "workerinput", None))
+        config.stash[HARNESS_KEY] = Harness(settings, run)
     config.addinivalue_line(
         "markers",
         'pg_isolation(mode="transaction"): "transaction" (default) rolls the test\'s writes '
@@ -128,25 +146,30 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
-def _configure_harness(config: pytest.Config) -> None:
+def _settings_and_blocker(config: pytest.Config) -> Settings | None:
+    """The run's settings (read once); the blocker goes on if a setting activates pgharness."""
+    if SETTINGS_KEY in config.stash:
+        return config.stash[SETTINGS_KEY]
+    if command_line_option(config, "pg_doctor", False):
+        return None  # the doctor reads the settings itself and reports what is wrong with them
     try:
         settings = read_settings(config)
     except ConfigurationError as exc:
-        if config.getoption("help", False):
-            return  # --help works whatever the settings
+        if command_line_option(config, "help", False):
+            return None  # --help works whatever the settings
         message = str(exc) if str(exc).startswith("pgharness") else f"pgharness: {exc}"
         raise pytest.UsageError(message) from None
-    run = RunIdentity.for_process(getattr(config, "workerinput", None))
-    config.stash[HARNESS_KEY] = Harness(settings, run)
+    config.stash[SETTINGS_KEY] = settings
     config.stash[POLICY_KEY] = blocker.Policy(
         allow=settings.allow_urls,
         sessionmakers=tuple(str(ref) for ref in settings.sessionmakers),
         rootpath=config.rootpath,
     )
-    if config.getoption("pg_url", None) or any(
+    if command_line_option(config, "pg_url", None) or any(
         key.startswith("pgharness") for key in ini_keys(config)
     ):
         block_unmanaged_databases(config)
+    return settings
 
 
 def _is_xdist_controller(config: pytest.Config) -> bool:
@@ -217,9 +240,13 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         if harness is not None:
             harness.close()
     finally:
-        if config.stash.get(BLOCKING_KEY, False):
-            blocker.deactivate(config.stash[POLICY_KEY])
-            config.stash[BLOCKING_KEY] = False
+        _unblock(config)
+
+
+def _unblock(config: pytest.Config) -> None:
+    if config.stash.get(BLOCKING_KEY, False):
+        blocker.deactivate(config.stash[POLICY_KEY])
+        config.stash[BLOCKING_KEY] = False
 
 
 # Under xdist the workers start the server; they hand their status line (or the reason they
