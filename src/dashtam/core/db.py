@@ -9,6 +9,9 @@ statement, a row lock. When PostgreSQL goes away, requests fail fast with 503 an
 recovers by itself: a checkout that finds its connection closed by the server takes a fresh
 one instead (no ping round trip: the driver already knows), and the first statement that
 fails on a dropped connection invalidates every connection opened before it.
+
+Round trips are the cost of a request here, so reads that need no transaction declare it
+(``read_only``) and run without BEGIN / ROLLBACK.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections.abc import AsyncIterator
-from contextlib import suppress
+from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 from asyncpg.exceptions import (
@@ -33,6 +36,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import ORMExecuteState, Session
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from dashtam.core.config import Settings, get_settings
@@ -171,3 +175,66 @@ async def close_quietly(session: AsyncSession) -> None:
         with suppress(*CONNECTION_LOST):
             await session.invalidate()
 
+
+# -- reads without a transaction ---------------------------------------------------------------
+
+_AUTOCOMMIT = {"isolation_level": "AUTOCOMMIT"}
+_READ_ONLY = "dashtam.read_only"
+
+
+async def _connect_autocommitting(session: AsyncSession) -> None:
+    # A session bound to one connection (a test's outer transaction) reads inside it instead:
+    # that connection's transaction is not the session's to end.
+    if isinstance(session.bind, AsyncEngine):
+        await session.connection(execution_options=_AUTOCOMMIT)
+
+
+async def read_only(session: AsyncSession) -> AsyncSession:
+    """Declare that ``session`` only reads from now on: no BEGIN, no ROLLBACK.
+
+    Under PostgreSQL's READ COMMITTED every statement sees the latest commits whether or not
+    it runs in a transaction, so for a request that only reads, the transaction is two round
+    trips that buy nothing. A read-only session refuses to write (``ReadOnlySessionError``):
+    autocommitted writes would lose their atomicity.
+    """
+    if session.info.get(_READ_ONLY):
+        return session
+    if session.in_transaction():
+        await session.commit()  # whatever ran before only read; start over outside it
+    session.info[_READ_ONLY] = True
+    await _connect_autocommitting(session)
+    return session
+
+
+@asynccontextmanager
+async def reading_briefly(session: AsyncSession) -> AsyncIterator[None]:
+    """Run a few reads (authentication) outside a transaction, then hand the connection back.
+
+    What the request does next starts a transaction of its own, or keeps reading on the same
+    connection when the session is ``read_only``. Inside a transaction already begun, the
+    reads simply join it.
+    """
+    if session.info.get(_READ_ONLY) or session.in_transaction():
+        yield
+        return
+    await _connect_autocommitting(session)
+    yield
+    await session.commit()  # nothing was written: releases the connection, no round trip
+
+
+class ReadOnlySessionError(RuntimeError):
+    """A write through a session declared ``read_only``: the code must use a normal session."""
+
+
+def _refuse_flush(session: Session, *_: Any) -> None:
+    if session.info.get(_READ_ONLY) and (session.new or session.dirty or session.deleted):
+        raise ReadOnlySessionError("a read-only session cannot write; use SessionDep")
+
+
+def _refuse_write(state: ORMExecuteState) -> None:
+    if state.session.info.get(_READ_ONLY) and not state.is_select:
+        raise ReadOnlySessionError("a read-only session cannot write; use SessionDep")
+
+
+event.listen(Session, "before_flush", _refuse_flush)
+event.listen(Session, "do_orm_execute", _refuse_write)
