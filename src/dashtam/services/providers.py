@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import contains_eager
 
 from dashtam.core.config import Settings
 from dashtam.core.errors import ConflictError, NotFoundError, UnprocessableError
 from dashtam.models import Provider, ProviderConnection, User
 from dashtam.providers import PROVIDER_TYPES, ProviderType
 from dashtam.schemas.providers import ProviderCreate, ProviderUpdate
+from dashtam.services.paging import fetch_page
 
 
 def list_provider_types() -> list[ProviderType]:
@@ -67,35 +69,41 @@ async def create_provider(*, session: AsyncSession, user: User, data: ProviderCr
     return await get_provider(session=session, user=user, provider_id=provider.id)
 
 
+def _with_connection() -> Select[Any]:
+    # One-to-one, always present: joined into the provider's own row, no second query.
+    return select(Provider).join(Provider.connection).options(contains_eager(Provider.connection))
+
+
 async def list_providers(
     *, session: AsyncSession, user: User, page: int, size: int
 ) -> tuple[list[Provider], int]:
-    total = await session.scalar(
-        select(func.count()).select_from(Provider).where(Provider.user_id == user.id)
-    )
-    rows = await session.scalars(
-        select(Provider)
+    """A page of the user's providers with their connections, and how many there are."""
+    return await fetch_page(
+        session=session,
+        statement=_with_connection()
         .where(Provider.user_id == user.id)
-        .options(selectinload(Provider.connection))
-        .order_by(Provider.created_at, Provider.id)
-        .offset((page - 1) * size)
-        .limit(size)
+        .order_by(Provider.created_at, Provider.id),
+        page=page,
+        size=size,
     )
-    return list(rows), int(total or 0)
 
 
 async def get_provider(
     *, session: AsyncSession, user: User, provider_id: uuid.UUID, with_token: bool = False
 ) -> Provider:
-    """The user's provider with its connection loaded (and its token, if asked); else 404."""
-    connection_load = selectinload(Provider.connection)
+    """The user's provider with its connection loaded (and its token, if asked); else 404.
+
+    One query: the connection and the token are joined into the provider's row.
+    """
+    statement = _with_connection()
     if with_token:
-        connection_load = connection_load.selectinload(ProviderConnection.token)
-    provider = await session.scalar(
-        select(Provider)
-        .where(Provider.id == provider_id, Provider.user_id == user.id)
-        .options(connection_load)
-        .execution_options(populate_existing=True)
+        statement = statement.outerjoin(ProviderConnection.token).options(
+            contains_eager(Provider.connection).contains_eager(ProviderConnection.token)
+        )
+    provider: Provider | None = await session.scalar(
+        statement.where(Provider.id == provider_id, Provider.user_id == user.id).execution_options(
+            populate_existing=True
+        )
     )
     if provider is None:
         raise _not_found(provider_id)
