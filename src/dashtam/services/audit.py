@@ -11,13 +11,13 @@ import uuid
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dashtam.core import db
 from dashtam.models import AuditLog, User
 from dashtam.services.context import RequestContext
-from dashtam.services.paging import fetch_page
+from dashtam.services.paging import fetch_page, paged
 from dashtam.services.providers import get_provider
 
 _log = logging.getLogger("dashtam.audit")
@@ -126,9 +126,15 @@ async def list_audit_logs(
     await get_provider(session=session, user=user, provider_id=provider_id)
     return await fetch_page(
         session=session,
-        statement=select(AuditLog)
-        .where(AuditLog.provider_id == provider_id)
-        .order_by(AuditLog.created_at.desc(), AuditLog.id.desc()),
+        statement=_PAGE,
+        params={"provider_id": provider_id},
         page=page,
         size=size,
     )
+
+
+_PAGE = paged(
+    select(AuditLog)
+    .where(AuditLog.provider_id == bindparam("provider_id"))
+    .order_by(AuditLog.created_at.desc(), AuditLog.id.desc())
+)

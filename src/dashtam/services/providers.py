@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import contains_eager
@@ -15,7 +14,7 @@ from dashtam.core.errors import ConflictError, NotFoundError, UnprocessableError
 from dashtam.models import Provider, ProviderConnection, User
 from dashtam.providers import PROVIDER_TYPES, ProviderType
 from dashtam.schemas.providers import ProviderCreate, ProviderUpdate
-from dashtam.services.paging import fetch_page
+from dashtam.services.paging import fetch_page, paged
 
 
 def list_provider_types() -> list[ProviderType]:
@@ -69,9 +68,22 @@ async def create_provider(*, session: AsyncSession, user: User, data: ProviderCr
     return await get_provider(session=session, user=user, provider_id=provider.id)
 
 
-def _with_connection() -> Select[Any]:
-    # One-to-one, always present: joined into the provider's own row, no second query.
-    return select(Provider).join(Provider.connection).options(contains_eager(Provider.connection))
+# One-to-one, always present: the connection is joined into the provider's own row, no
+# second query. Built once (paging.py says why).
+_WITH_CONNECTION = (
+    select(Provider).join(Provider.connection).options(contains_eager(Provider.connection))
+)
+_PAGE = paged(
+    _WITH_CONNECTION.where(Provider.user_id == bindparam("user_id")).order_by(
+        Provider.created_at, Provider.id
+    )
+)
+_ONE = _WITH_CONNECTION.where(
+    Provider.id == bindparam("provider_id"), Provider.user_id == bindparam("user_id")
+).execution_options(populate_existing=True)
+_ONE_WITH_TOKEN = _ONE.outerjoin(ProviderConnection.token).options(
+    contains_eager(Provider.connection).contains_eager(ProviderConnection.token)
+)
 
 
 async def list_providers(
@@ -79,12 +91,7 @@ async def list_providers(
 ) -> tuple[list[Provider], int]:
     """A page of the user's providers with their connections, and how many there are."""
     return await fetch_page(
-        session=session,
-        statement=_with_connection()
-        .where(Provider.user_id == user.id)
-        .order_by(Provider.created_at, Provider.id),
-        page=page,
-        size=size,
+        session=session, statement=_PAGE, params={"user_id": user.id}, page=page, size=size
     )
 
 
@@ -95,15 +102,9 @@ async def get_provider(
 
     One query: the connection and the token are joined into the provider's row.
     """
-    statement = _with_connection()
-    if with_token:
-        statement = statement.outerjoin(ProviderConnection.token).options(
-            contains_eager(Provider.connection).contains_eager(ProviderConnection.token)
-        )
     provider: Provider | None = await session.scalar(
-        statement.where(Provider.id == provider_id, Provider.user_id == user.id).execution_options(
-            populate_existing=True
-        )
+        _ONE_WITH_TOKEN if with_token else _ONE,
+        {"provider_id": provider_id, "user_id": user.id},
     )
     if provider is None:
         raise _not_found(provider_id)
