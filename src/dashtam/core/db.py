@@ -50,6 +50,8 @@ def engine_options(settings: Settings) -> dict[str, Any]:
         "pool_timeout": settings.db_pool_timeout,
         # Parameters can hold user input; never copy them into logs or exception texts.
         "hide_parameters": True,
+        # A read-only session's connection has no transaction to roll back (``read_only``).
+        "skip_autocommit_rollback": True,
         "connect_args": {
             "timeout": settings.db_connect_timeout,
             "command_timeout": settings.db_statement_timeout,
