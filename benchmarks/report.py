@@ -8,7 +8,9 @@ side by side (interleaved repeats in one invocation), and renders what they wrot
 ``--json``: isolation strategies (``isolation.py``, on the embedded server and, when one
 answers, on an external one), scaling with rows per test, xdist workers and schema size
 (``isolation.py``, ``schema.py``), start-up (``startup.py``), Dashtam's own suite in both
-styles (``styles.py``) and the cost of pgharness's diagnostics (``diagnostics.py``).
+styles (``styles.py``), the cost of pgharness's diagnostics (``diagnostics.py``) and Dashtam's
+read endpoints against the bare stack they run on (``throughput.py``, which can also rewrite
+its own section alone: ``throughput.py --write``).
 
 Every ratio on the page compares runs measured side by side in the same run (start-up and
 diagnostics: the ratio of the medians; the rest: the median of the round-by-round ratios); the
@@ -38,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import _support
+import throughput
 
 ROOT = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve().parent
@@ -78,6 +81,8 @@ class Sizes:
     styles_repeat: int
     diagnostics_tests: int
     diagnostics_rounds: int
+    throughput_rounds: int
+    throughput_duration: float
 
 
 FULL = Sizes(
@@ -95,6 +100,8 @@ FULL = Sizes(
     styles_repeat=2,
     diagnostics_tests=600,
     diagnostics_rounds=3,
+    throughput_rounds=5,
+    throughput_duration=8.0,
 )
 
 QUICK = Sizes(
@@ -112,6 +119,8 @@ QUICK = Sizes(
     styles_repeat=1,
     diagnostics_tests=30,
     diagnostics_rounds=1,
+    throughput_rounds=1,
+    throughput_duration=0.5,
 )
 
 
@@ -246,6 +255,11 @@ def measure(sizes: Sizes, runner: Runner, external: str | None) -> dict[str, Any
         str(sizes.diagnostics_tests),
         "--rounds",
         str(sizes.diagnostics_rounds),
+    )
+    results["throughput"] = runner.run(
+        "throughput",
+        *("--rounds", str(sizes.throughput_rounds)),
+        *("--duration", str(sizes.throughput_duration)),
     )
     results["load_after"] = os.getloadavg()
     results["finished"] = datetime.datetime.now(datetime.UTC)
@@ -861,6 +875,127 @@ def diagnostics_section(result: dict[str, Any]) -> list[str]:
     ]
 
 
+THROUGHPUT_SECTION = "## Dashtam against its bare stack"
+
+
+def throughput_section(result: dict[str, Any], charts: Charts) -> list[str]:
+    """``throughput.py``'s results: requests/s and latency, Dashtam beside the bare app."""
+    rows = []
+    goals = []
+    samples: dict[str, list[float]] = {}
+    raw = []
+    for path, per_app in result["endpoints"].items():
+        for app, rounds in per_app.items():
+            samples[f"{path} {app}"] = [r["rps"] for r in rounds]
+            rows.append(
+                (
+                    f"`GET {path}`",
+                    app,
+                    f"{med([r['rps'] for r in rounds]):.0f}",
+                    spread([r["rps"] for r in rounds], 0),
+                    f"{med([r['p50_ms'] for r in rounds]):.1f}",
+                    f"{med([r['p99_ms'] for r in rounds]):.1f}",
+                    sum(r["errors"] for r in rounds),
+                    f"{med([r['server_cpu_ms_per_request'] for r in rounds]):.2f}",
+                    f"{med([r['client_cpu_us_per_request'] for r in rounds]):.0f}",
+                    f"{med([r['client_cpu_share'] for r in rounds]):.0%}",
+                )
+            )
+            raw.append(
+                f"  {path} {app:<8} req/s "
+                + _support.format_runs(r["rps"] for r in rounds)
+                + "; p99 ms "
+                + _support.format_runs(r["p99_ms"] for r in rounds)
+            )
+        rps, p99 = throughput.ratios(result, path)
+        errors = sum(r["errors"] for r in per_app["dashtam"])
+        met = rps >= throughput.GOAL_RPS_RATIO and p99 <= throughput.GOAL_P99_RATIO
+        goals.append(
+            (
+                f"`GET {path}`",
+                f"{rps:.2f}x",
+                f"{p99:.2f}x",
+                errors,
+                _verdict(met and errors == 0),
+            )
+        )
+    client_limits = [
+        med([r["rps"] / r["client_cpu_share"] for r in per_app["bare"] if r["client_cpu_share"]])
+        for per_app in result["endpoints"].values()
+    ]
+    chart = charts.medians(
+        "throughput",
+        f"requests/s, {result['connections']} keep-alive connections, one worker each",
+        samples,
+        "requests/s (median; whiskers: min-max)",
+    )
+    return [
+        THROUGHPUT_SECTION,
+        "",
+        f"`benchmarks/throughput.py`: Dashtam's read endpoints for a user with "
+        f"{result['providers']} providers, against a bare FastAPI + asyncpg app "
+        "(`benchmarks/bare_app.py`: the same HS256 token check, one query, the same JSON "
+        "bytes, checked before measuring). Both under uvicorn with identical settings (1 "
+        "worker, uvloop, httptools, no access log) on one embedded PostgreSQL; "
+        f"{result['connections']} keep-alive connections from one plain asyncio HTTP/1.1 "
+        f"client; {result['rounds']} rounds of {result['duration']:g} s each (after 1 s of "
+        "warm-up), the two apps alternating, their order rotating; medians over the rounds. "
+        f"{result['cores']} cores shared by both servers, PostgreSQL and the client (load "
+        f"average {result['load_before']:.1f} before, {result['load_after']:.1f} after). "
+        "Server CPU is the worker process's user + system time per request; the client's "
+        "CPU per request and share of one core show it was not the limit.",
+        "",
+        table(
+            [
+                "endpoint",
+                "app",
+                "req/s",
+                "spread",
+                "p50 ms",
+                "p99 ms",
+                "errors",
+                "server CPU ms/req",
+                "client CPU µs/req",
+                "client share of a core",
+            ],
+            rows,
+            2,
+        ),
+        "",
+        f"Goal: at least {throughput.GOAL_RPS_RATIO}x the bare app's requests/s, at most "
+        f"{throughput.GOAL_P99_RATIO:g}x its p99, no error (ratios: medians of the "
+        "round-by-round ratios).",
+        "",
+        table(["endpoint", "req/s, Dashtam / bare", "p99, Dashtam / bare", "errors", ""], goals),
+        "",
+        "The client is not the limit: at the CPU it spent per request it could have sent about "
+        f"{min(client_limits):,.0f} requests/s on one core, far more than either app served.",
+        "",
+        chart,
+        "",
+        "```text",
+        *raw,
+        "```",
+        "",
+    ]
+
+
+def write_throughput_section(result: dict[str, Any], out: Path = DOCS) -> Path:
+    """Replace (or add, before the raw runs) the throughput section of the page alone."""
+    page = out / "benchmarks.md"
+    text = page.read_text() if page.exists() else "# Benchmarks\n"
+    section = "\n".join(throughput_section(result, Charts(out / "benchmarks", "benchmarks/")))
+    found = re.search(rf"^{re.escape(THROUGHPUT_SECTION)}\n.*?(?=^## |\Z)", text, re.S | re.M)
+    if found:
+        text = text[: found.start()] + section.rstrip() + "\n\n" + text[found.end() :]
+    else:
+        anchor = re.search(r"^## (Raw runs|Reproduce|Dashtam under load)\n", text, re.M)
+        at = anchor.start() if anchor else len(text)
+        text = text[:at].rstrip() + "\n\n" + section.rstrip() + "\n\n" + text[at:]
+    page.write_text(text.rstrip() + "\n")
+    return page
+
+
 def raw_section(results: dict[str, Any]) -> list[str]:
     lines = [
         "## Raw runs",
@@ -933,6 +1068,7 @@ def render(results: dict[str, Any], machine: list[tuple[str, str]], charts: Char
         *startup_section(results["startup"], charts),
         *styles_section(results["styles"], charts),
         *diagnostics_section(results["diagnostics"]),
+        *throughput_section(results["throughput"], charts),
         *raw_section(results),
         "## Reproduce",
         "",

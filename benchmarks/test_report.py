@@ -47,6 +47,7 @@ def test_a_quick_run_writes_every_table_and_chart_and_keeps_the_load_section(
         "## Start-up",
         "## Dashtam's suite: sync style vs. async style",
         "## Diagnostics",
+        "## Dashtam against its bare stack",
         "## Raw runs",
     ):
         assert heading in page
@@ -56,6 +57,8 @@ def test_a_quick_run_writes_every_table_and_chart_and_keeps_the_load_section(
         assert setting in page
     for goal in ("1.10x the floor", "2x the floor", "pytest-sqla", "1.7x one"):
         assert goal in page
+    for app in ("dashtam", "bare"):
+        assert f"| `GET /api/v1/providers` | {app} |" in page
     charts = sorted(path.name for path in (tmp_path / "benchmarks").glob("*.png"))
     assert charts == [
         "isolation-session.png",
@@ -64,6 +67,7 @@ def test_a_quick_run_writes_every_table_and_chart_and_keeps_the_load_section(
         "schema.png",
         "startup.png",
         "styles.png",
+        "throughput.png",
         "workers.png",
     ]
     for chart in charts:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from fastapi.testclient import TestClient
 
@@ -122,3 +123,10 @@ def test_invalid_registration_names_the_fields_and_hides_the_password(client: Te
     fields = {tuple(error["loc"]) for error in response.json()["errors"]}
     assert fields == {("body", "email"), ("body", "password")}
     assert "s3cr3t" not in response.text
+
+
+def test_me_costs_one_query(client: TestClient, account: Account, pg_queries: Any) -> None:
+    with pg_queries.at_most(1):  # the user and the token's session, joined
+        me = client.get("/api/v1/auth/me", headers=account.headers)
+
+    assert me.json()["email"] == account.email

@@ -152,3 +152,17 @@ def test_audit_rows_record_ip_and_user_agent(client: TestClient, account: Accoun
     assert row["action"] == "connect"
     assert row["user_agent"] == "dashtam-tests/1.0"
     assert row["ip_address"]
+
+
+def test_connection_status_costs_two_queries(
+    client: TestClient, account: Account, pg_queries: Any
+) -> None:
+    provider = add_provider(client, account)
+    connect(client, account, provider["id"])
+
+    with pg_queries.at_most(2):  # the caller; the provider, its connection and token joined
+        status = client.get(
+            f"/api/v1/providers/{provider['id']}/authorization", headers=account.headers
+        )
+
+    assert status.json()["status"] == "active"

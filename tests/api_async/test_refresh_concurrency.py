@@ -59,7 +59,7 @@ async def test_more_concurrent_refreshes_than_pooled_connections_all_succeed(
     # Each refresh holds a connection while the in-process sandbox needs another one: with
     # more refreshes than the pool holds, they must not all wait for each other.
     settings = get_settings()
-    count = settings.db_pool_size + settings.db_max_overflow + 5
+    count = settings.pool_size + settings.pool_overflow + 5
     connected = [await register_connect(async_client) for _ in range(count)]
 
     async def refresh(user: Connected) -> httpx.Response:

@@ -9,6 +9,7 @@ import httpx
 import psycopg
 import pytest
 
+from dashtam.api.deps import current_settings
 from dashtam.cli import rotate_key
 from dashtam.core.config import Settings, get_settings, new_encryption_key
 from dashtam.core.crypto import DecryptionError, Keyring, Sealed
@@ -47,9 +48,9 @@ def _open_all(values: dict[str, tuple[Sealed, bytes]], keyring: Keyring) -> dict
 def settings_override() -> Iterator[dict[str, Settings]]:
     """Put settings in here to make the app use them instead of the environment's."""
     chosen: dict[str, Settings] = {}
-    app.dependency_overrides[get_settings] = lambda: chosen.get("settings", get_settings())
+    app.dependency_overrides[current_settings] = lambda: chosen.get("settings", get_settings())
     yield chosen
-    app.dependency_overrides.pop(get_settings, None)
+    app.dependency_overrides.pop(current_settings, None)
 
 
 @pytest.mark.pg_isolation("database")

@@ -1,4 +1,8 @@
-"""Request plumbing as ``Annotated`` aliases, so handlers read as their signatures."""
+"""Request plumbing as ``Annotated`` aliases, so handlers read as their signatures.
+
+Every dependency here is ``async def``: FastAPI runs a plain ``def`` dependency on its thread
+pool, a thread hop per request for work that never blocks.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +13,31 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from dashtam.core import db
 from dashtam.core.config import Settings, get_settings
-from dashtam.core.db import get_session
 from dashtam.core.errors import UnauthorizedError
 from dashtam.models import User
 from dashtam.services import auth as auth_service
 from dashtam.services.context import HttpClientFactory, RequestContext
 
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+SessionDep = Annotated[AsyncSession, Depends(db.get_session)]
+
+
+async def get_read_session(session: SessionDep) -> AsyncSession:
+    """The request's session (the same one ``SessionDep`` gives), for routes that only read."""
+    return await db.read_only(session)
+
+
+# Routes that only read: their statements run without BEGIN / ROLLBACK (``db.read_only``).
+# Declared before ``CurrentUser``, authentication reads on the same connection.
+ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session)]
+
+
+async def current_settings() -> Settings:
+    return get_settings()
+
+
+SettingsDep = Annotated[Settings, Depends(current_settings)]
 
 _bearer = HTTPBearer(auto_error=False)
 PROVIDER_HTTP_TIMEOUT = httpx.Timeout(15.0)
@@ -30,22 +50,24 @@ async def get_caller(
 ) -> auth_service.Authenticated:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise UnauthorizedError("Send an access token: Authorization: Bearer <token>.")
-    return await auth_service.authenticate(
-        session=session, access_token=credentials.credentials, settings=settings
-    )
+    # A read that no transaction needs: a route that writes then begins its own.
+    async with db.reading_briefly(session):
+        return await auth_service.authenticate(
+            session=session, access_token=credentials.credentials, settings=settings
+        )
 
 
 CurrentCaller = Annotated[auth_service.Authenticated, Depends(get_caller)]
 
 
-def get_current_user(caller: CurrentCaller) -> User:
+async def get_current_user(caller: CurrentCaller) -> User:
     return caller.user
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
 
 
-def get_request_context(request: Request, settings: SettingsDep) -> RequestContext:
+async def get_request_context(request: Request, settings: SettingsDep) -> RequestContext:
     return RequestContext(
         ip_address=request.client.host if request.client else None,
         user_agent=request.headers.get("user-agent"),
@@ -58,7 +80,7 @@ def get_request_context(request: Request, settings: SettingsDep) -> RequestConte
 ContextDep = Annotated[RequestContext, Depends(get_request_context)]
 
 
-def get_http_client_factory(request: Request) -> HttpClientFactory:
+async def get_http_client_factory(request: Request) -> HttpClientFactory:
     """Clients for provider calls; transports come from ``app.state.provider_transports``.
 
     The app registers the sandbox there (in-process, ``httpx.ASGITransport``); tests put an

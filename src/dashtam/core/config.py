@@ -103,10 +103,14 @@ class Settings(BaseSettings):
     sandbox_authorize_max_per_address: int = Field(default=30, ge=1)
     sandbox_authorize_window_seconds: int = Field(default=60, ge=1)
 
-    # Connection pool, per worker process: workers x (pool_size + max_overflow) must stay
-    # below the server's max_connections.
-    db_pool_size: int = Field(default=5, ge=1)
-    db_max_overflow: int = Field(default=10, ge=0)
+    # Requests one worker process serves at once. The connection pool is sized from it: one
+    # kept connection per request in flight (a pool smaller than the concurrency opens and
+    # closes a connection for every request beyond it), and overflow for the second
+    # connection a token refresh holds meanwhile. workers x (pool size + overflow) must stay
+    # below the server's max_connections (docs/deploy.md).
+    concurrency: int = Field(default=16, ge=1)
+    db_pool_size: int | None = Field(default=None, ge=1)
+    db_max_overflow: int | None = Field(default=None, ge=0)
     # Seconds a request waits for a pooled connection, for a new connection, for one
     # statement, and for a row lock, before it fails with 503 instead of hanging.
     db_pool_timeout: float = Field(default=10.0, gt=0)
@@ -149,6 +153,18 @@ class Settings(BaseSettings):
         if self.docs_enabled is None:
             return self.env is not Environment.PRODUCTION
         return self.docs_enabled
+
+    @property
+    def pool_size(self) -> int:
+        """Connections each worker keeps: ``DASHTAM_DB_POOL_SIZE``, else the concurrency."""
+        return self.db_pool_size if self.db_pool_size is not None else self.concurrency
+
+    @property
+    def pool_overflow(self) -> int:
+        """Connections opened beyond the pool at peaks and closed after use."""
+        if self.db_max_overflow is not None:
+            return self.db_max_overflow
+        return max(2, self.concurrency // 2)
 
     @property
     def async_database_url(self) -> str:

@@ -6,7 +6,12 @@ transaction.
 
 Every wait is bounded (``DASHTAM_DB_*`` settings): a pooled connection, a new connection, a
 statement, a row lock. When PostgreSQL goes away, requests fail fast with 503 and the pool
-recovers by itself: ``pool_pre_ping`` replaces connections that died while idle.
+recovers by itself: a checkout that finds its connection closed by the server takes a fresh
+one instead (no ping round trip: the driver already knows), and the first statement that
+fails on a dropped connection invalidates every connection opened before it.
+
+Round trips are the cost of a request here, so reads that need no transaction declare it
+(``read_only``) and run without BEGIN / ROLLBACK.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections.abc import AsyncIterator
-from contextlib import suppress
+from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 from asyncpg.exceptions import (
@@ -23,8 +28,16 @@ from asyncpg.exceptions import (
     OperatorInterventionError,
     PostgresConnectionError,
 )
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy import event
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.orm import ORMExecuteState, Session
+from sqlalchemy.pool import ConnectionPoolEntry
 
 from dashtam.core.config import Settings, get_settings
 
@@ -32,12 +45,13 @@ from dashtam.core.config import Settings, get_settings
 def engine_options(settings: Settings) -> dict[str, Any]:
     """Pool sizing and timeouts for ``create_async_engine`` (also used by ``dashtam`` tools)."""
     return {
-        "pool_pre_ping": True,
-        "pool_size": settings.db_pool_size,
-        "max_overflow": settings.db_max_overflow,
+        "pool_size": settings.pool_size,
+        "max_overflow": settings.pool_overflow,
         "pool_timeout": settings.db_pool_timeout,
         # Parameters can hold user input; never copy them into logs or exception texts.
         "hide_parameters": True,
+        # A read-only session's connection has no transaction to roll back (``read_only``).
+        "skip_autocommit_rollback": True,
         "connect_args": {
             "timeout": settings.db_connect_timeout,
             "command_timeout": settings.db_statement_timeout,
@@ -49,8 +63,26 @@ def engine_options(settings: Settings) -> dict[str, Any]:
     }
 
 
+def refuse_closed_connections(engine: AsyncEngine) -> None:
+    """Make ``engine``'s pool replace, at checkout, a connection the server has closed.
+
+    When PostgreSQL restarts or ends a backend it tells the client and closes the socket;
+    asyncpg marks the connection closed as soon as the event loop reads that. Checking the
+    mark costs nothing, where ``pool_pre_ping`` would spend a round trip on every checkout.
+    ``DisconnectionError`` makes the pool discard the connection and check out another.
+    """
+
+    def on_checkout(_dbapi: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
+        driver = record.driver_connection
+        if driver is not None and driver.is_closed():
+            raise DisconnectionError("the server closed this pooled connection")
+
+    event.listen(engine.sync_engine.pool, "checkout", on_checkout)
+
+
 # create_async_engine does no IO: connections open on first use.
 engine = create_async_engine(get_settings().async_database_url, **engine_options(get_settings()))
+refuse_closed_connections(engine)
 SessionLocal = async_sessionmaker(engine, expire_on_commit=False)
 
 
@@ -72,7 +104,7 @@ def nested_connection_slots() -> asyncio.Semaphore:
     slots = _held_slots.get(loop)
     if slots is None:
         settings = get_settings()
-        size = max(1, (settings.db_pool_size + settings.db_max_overflow) // 3)
+        size = max(1, (settings.pool_size + settings.pool_overflow) // 3)
         slots = _held_slots[loop] = asyncio.Semaphore(size)
     return slots
 
@@ -144,3 +176,67 @@ async def close_quietly(session: AsyncSession) -> None:
     except CONNECTION_LOST:
         with suppress(*CONNECTION_LOST):
             await session.invalidate()
+
+
+# -- reads without a transaction ---------------------------------------------------------------
+
+_AUTOCOMMIT = {"isolation_level": "AUTOCOMMIT"}
+_READ_ONLY = "dashtam.read_only"
+
+
+async def _connect_autocommitting(session: AsyncSession) -> None:
+    # A session bound to one connection (a test's outer transaction) reads inside it instead:
+    # that connection's transaction is not the session's to end.
+    if isinstance(session.bind, AsyncEngine):
+        await session.connection(execution_options=_AUTOCOMMIT)
+
+
+async def read_only(session: AsyncSession) -> AsyncSession:
+    """Declare that ``session`` only reads from now on: no BEGIN, no ROLLBACK.
+
+    Under PostgreSQL's READ COMMITTED every statement sees the latest commits whether or not
+    it runs in a transaction, so for a request that only reads, the transaction is two round
+    trips that buy nothing. A read-only session refuses to write (``ReadOnlySessionError``):
+    autocommitted writes would lose their atomicity.
+    """
+    if session.info.get(_READ_ONLY):
+        return session
+    if session.in_transaction():
+        await session.commit()  # whatever ran before only read; start over outside it
+    session.info[_READ_ONLY] = True
+    await _connect_autocommitting(session)
+    return session
+
+
+@asynccontextmanager
+async def reading_briefly(session: AsyncSession) -> AsyncIterator[None]:
+    """Run a few reads (authentication) outside a transaction, then hand the connection back.
+
+    What the request does next starts a transaction of its own, or keeps reading on the same
+    connection when the session is ``read_only``. Inside a transaction already begun, the
+    reads simply join it.
+    """
+    if session.info.get(_READ_ONLY) or session.in_transaction():
+        yield
+        return
+    await _connect_autocommitting(session)
+    yield
+    await session.commit()  # nothing was written: releases the connection, no round trip
+
+
+class ReadOnlySessionError(RuntimeError):
+    """A write through a session declared ``read_only``: the code must use a normal session."""
+
+
+def _refuse_flush(session: Session, *_: Any) -> None:
+    if session.info.get(_READ_ONLY) and (session.new or session.dirty or session.deleted):
+        raise ReadOnlySessionError("a read-only session cannot write; use SessionDep")
+
+
+def _refuse_write(state: ORMExecuteState) -> None:
+    if state.session.info.get(_READ_ONLY) and not state.is_select:
+        raise ReadOnlySessionError("a read-only session cannot write; use SessionDep")
+
+
+event.listen(Session, "before_flush", _refuse_flush)
+event.listen(Session, "do_orm_execute", _refuse_write)

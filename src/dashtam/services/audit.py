@@ -11,12 +11,13 @@ import uuid
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dashtam.core import db
 from dashtam.models import AuditLog, User
 from dashtam.services.context import RequestContext
+from dashtam.services.paging import fetch_page, paged
 from dashtam.services.providers import get_provider
 
 _log = logging.getLogger("dashtam.audit")
@@ -123,14 +124,17 @@ async def list_audit_logs(
     *, session: AsyncSession, user: User, provider_id: uuid.UUID, page: int, size: int
 ) -> tuple[list[AuditLog], int]:
     await get_provider(session=session, user=user, provider_id=provider_id)
-    total = await session.scalar(
-        select(func.count()).select_from(AuditLog).where(AuditLog.provider_id == provider_id)
+    return await fetch_page(
+        session=session,
+        statement=_PAGE,
+        params={"provider_id": provider_id},
+        page=page,
+        size=size,
     )
-    rows = await session.scalars(
-        select(AuditLog)
-        .where(AuditLog.provider_id == provider_id)
-        .order_by(AuditLog.created_at.desc(), AuditLog.id.desc())
-        .offset((page - 1) * size)
-        .limit(size)
-    )
-    return list(rows), int(total or 0)
+
+
+_PAGE = paged(
+    select(AuditLog)
+    .where(AuditLog.provider_id == bindparam("provider_id"))
+    .order_by(AuditLog.created_at.desc(), AuditLog.id.desc())
+)

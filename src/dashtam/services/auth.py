@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -244,6 +244,14 @@ async def _end_sessions(
     )
 
 
+# Every authenticated request runs it: built once (services/paging.py says why).
+_CALLER = (
+    select(User, AuthSession.revoked_at)
+    .join(AuthSession, AuthSession.user_id == User.id)
+    .where(User.id == bindparam("user_id"), AuthSession.id == bindparam("session_id"))
+)
+
+
 async def authenticate(
     *, session: AsyncSession, access_token: str, settings: Settings
 ) -> Authenticated:
@@ -253,11 +261,7 @@ async def authenticate(
     except security.InvalidTokenError as exc:
         raise UnauthorizedError(f"Access token is invalid: {exc}.") from None
     found = (
-        await session.execute(
-            select(User, AuthSession.revoked_at)
-            .join(AuthSession, AuthSession.user_id == User.id)
-            .where(User.id == claims.user_id, AuthSession.id == claims.session_id)
-        )
+        await session.execute(_CALLER, {"user_id": claims.user_id, "session_id": claims.session_id})
     ).one_or_none()
     if found is None:
         raise UnauthorizedError("Access token refers to no user or session.")
@@ -269,12 +273,14 @@ async def authenticate(
 
 async def list_sessions(*, session: AsyncSession, user: User) -> list[AuthSession]:
     """The user's open sessions, most recently used first."""
-    rows = await session.scalars(
-        select(AuthSession)
-        .where(AuthSession.user_id == user.id, AuthSession.revoked_at.is_(None))
-        .order_by(AuthSession.last_used_at.desc(), AuthSession.id)
-    )
-    return list(rows)
+    return list(await session.scalars(_OPEN_SESSIONS, {"user_id": user.id}))
+
+
+_OPEN_SESSIONS = (
+    select(AuthSession)
+    .where(AuthSession.user_id == bindparam("user_id"), AuthSession.revoked_at.is_(None))
+    .order_by(AuthSession.last_used_at.desc(), AuthSession.id)
+)
 
 
 async def end_session(

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import contains_eager
 
 from dashtam.core.config import Settings
 from dashtam.core.errors import ConflictError, NotFoundError, UnprocessableError
 from dashtam.models import Provider, ProviderConnection, User
 from dashtam.providers import PROVIDER_TYPES, ProviderType
 from dashtam.schemas.providers import ProviderCreate, ProviderUpdate
+from dashtam.services.paging import fetch_page, paged
 
 
 def list_provider_types() -> list[ProviderType]:
@@ -67,35 +68,43 @@ async def create_provider(*, session: AsyncSession, user: User, data: ProviderCr
     return await get_provider(session=session, user=user, provider_id=provider.id)
 
 
+# One-to-one, always present: the connection is joined into the provider's own row, no
+# second query. Built once (paging.py says why).
+_WITH_CONNECTION = (
+    select(Provider).join(Provider.connection).options(contains_eager(Provider.connection))
+)
+_PAGE = paged(
+    _WITH_CONNECTION.where(Provider.user_id == bindparam("user_id")).order_by(
+        Provider.created_at, Provider.id
+    )
+)
+_ONE = _WITH_CONNECTION.where(
+    Provider.id == bindparam("provider_id"), Provider.user_id == bindparam("user_id")
+).execution_options(populate_existing=True)
+_ONE_WITH_TOKEN = _ONE.outerjoin(ProviderConnection.token).options(
+    contains_eager(Provider.connection).contains_eager(ProviderConnection.token)
+)
+
+
 async def list_providers(
     *, session: AsyncSession, user: User, page: int, size: int
 ) -> tuple[list[Provider], int]:
-    total = await session.scalar(
-        select(func.count()).select_from(Provider).where(Provider.user_id == user.id)
+    """A page of the user's providers with their connections, and how many there are."""
+    return await fetch_page(
+        session=session, statement=_PAGE, params={"user_id": user.id}, page=page, size=size
     )
-    rows = await session.scalars(
-        select(Provider)
-        .where(Provider.user_id == user.id)
-        .options(selectinload(Provider.connection))
-        .order_by(Provider.created_at, Provider.id)
-        .offset((page - 1) * size)
-        .limit(size)
-    )
-    return list(rows), int(total or 0)
 
 
 async def get_provider(
     *, session: AsyncSession, user: User, provider_id: uuid.UUID, with_token: bool = False
 ) -> Provider:
-    """The user's provider with its connection loaded (and its token, if asked); else 404."""
-    connection_load = selectinload(Provider.connection)
-    if with_token:
-        connection_load = connection_load.selectinload(ProviderConnection.token)
-    provider = await session.scalar(
-        select(Provider)
-        .where(Provider.id == provider_id, Provider.user_id == user.id)
-        .options(connection_load)
-        .execution_options(populate_existing=True)
+    """The user's provider with its connection loaded (and its token, if asked); else 404.
+
+    One query: the connection and the token are joined into the provider's row.
+    """
+    provider: Provider | None = await session.scalar(
+        _ONE_WITH_TOKEN if with_token else _ONE,
+        {"provider_id": provider_id, "user_id": user.id},
     )
     if provider is None:
         raise _not_found(provider_id)

@@ -6,7 +6,7 @@ import uuid
 
 from fastapi import APIRouter
 
-from dashtam.api.deps import CurrentUser, SessionDep
+from dashtam.api.deps import CurrentUser, ReadSessionDep
 from dashtam.api.v1.pagination import PageParam, SizeParam
 from dashtam.schemas.audit import AuditLogPublic, AuditLogsPublic
 from dashtam.services import audit as audit_service
@@ -16,7 +16,7 @@ router = APIRouter(prefix="/providers/{provider_id}/audit-logs", tags=["audit"])
 
 @router.get("")
 async def list_audit_logs(
-    session: SessionDep,
+    session: ReadSessionDep,
     user: CurrentUser,
     provider_id: uuid.UUID,
     page: PageParam = 1,

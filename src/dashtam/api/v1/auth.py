@@ -6,7 +6,14 @@ import uuid
 
 from fastapi import APIRouter, Response, status
 
-from dashtam.api.deps import ContextDep, CurrentCaller, CurrentUser, SessionDep, SettingsDep
+from dashtam.api.deps import (
+    ContextDep,
+    CurrentCaller,
+    CurrentUser,
+    ReadSessionDep,
+    SessionDep,
+    SettingsDep,
+)
 from dashtam.schemas.auth import (
     PasswordChange,
     RefreshRequest,
@@ -63,7 +70,7 @@ async def logout(session: SessionDep, caller: CurrentCaller, context: ContextDep
 
 
 @router.get("/sessions")
-async def list_sessions(session: SessionDep, caller: CurrentCaller) -> SessionsPublic:
+async def list_sessions(session: ReadSessionDep, caller: CurrentCaller) -> SessionsPublic:
     """One entry per login (refresh-token family) that has not ended."""
     sessions = await auth_service.list_sessions(session=session, user=caller.user)
     return SessionsPublic(

@@ -7,7 +7,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 
-from dashtam.api.deps import ContextDep, CurrentUser, HttpDep, SessionDep, SettingsDep
+from dashtam.api.deps import (
+    ContextDep,
+    CurrentUser,
+    HttpDep,
+    ReadSessionDep,
+    SessionDep,
+    SettingsDep,
+)
 from dashtam.schemas.authorization import AuthorizationStart, ConnectionStatusPublic
 from dashtam.services import authorization as authorization_service
 
@@ -55,7 +62,7 @@ async def authorization_callback(
 
 @router.get("")
 async def authorization_status(
-    session: SessionDep, user: CurrentUser, provider_id: uuid.UUID
+    session: ReadSessionDep, user: CurrentUser, provider_id: uuid.UUID
 ) -> ConnectionStatusPublic:
     return await authorization_service.get_status(
         session=session, user=user, provider_id=provider_id

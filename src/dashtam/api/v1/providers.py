@@ -6,7 +6,7 @@ import uuid
 
 from fastapi import APIRouter, Response, status
 
-from dashtam.api.deps import CurrentUser, SessionDep
+from dashtam.api.deps import CurrentUser, ReadSessionDep, SessionDep
 from dashtam.api.v1.pagination import PageParam, SizeParam
 from dashtam.models import Provider
 from dashtam.schemas.providers import (
@@ -41,7 +41,7 @@ async def create_provider(
 
 @router.get("")
 async def list_providers(
-    session: SessionDep, user: CurrentUser, page: PageParam = 1, size: SizeParam = 20
+    session: ReadSessionDep, user: CurrentUser, page: PageParam = 1, size: SizeParam = 20
 ) -> ProvidersPublic:
     items, total = await provider_service.list_providers(
         session=session, user=user, page=page, size=size
@@ -51,7 +51,7 @@ async def list_providers(
 
 @router.get("/{provider_id}")
 async def get_provider(
-    session: SessionDep, user: CurrentUser, provider_id: uuid.UUID
+    session: ReadSessionDep, user: CurrentUser, provider_id: uuid.UUID
 ) -> ProviderPublic:
     provider = await provider_service.get_provider(
         session=session, user=user, provider_id=provider_id

@@ -1,0 +1,62 @@
+"""Reads without a transaction (``db.read_only``), on a pooled engine as in production.
+
+A read-only request sends no BEGIN and no ROLLBACK, and cannot write by mistake: its
+statements would autocommit one by one.
+"""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from dashtam.core import db
+from dashtam.models import User
+
+pytestmark = pytest.mark.pg_isolation("database")
+
+
+async def _in_transaction(session: AsyncSession) -> bool:
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    driver = raw.driver_connection
+    assert driver is not None
+    in_transaction: bool = driver.is_in_transaction()
+    return in_transaction
+
+
+async def test_a_read_only_session_reads_outside_a_transaction() -> None:
+    async with db.SessionLocal() as session:
+        await db.read_only(session)
+        await session.scalar(select(User.id).limit(1))
+
+        assert not await _in_transaction(session)
+
+
+async def test_an_ordinary_session_still_reads_in_a_transaction() -> None:
+    async with db.SessionLocal() as session:
+        await session.scalar(select(User.id).limit(1))
+
+        assert await _in_transaction(session)
+
+
+async def test_a_read_only_session_refuses_to_write() -> None:
+    async with db.SessionLocal() as session:
+        await db.read_only(session)
+        session.add(User(email="ro@example.com", password_hash="x"))
+        with pytest.raises(db.ReadOnlySessionError):
+            await session.flush()
+        session.expunge_all()
+        with pytest.raises(db.ReadOnlySessionError):
+            await session.execute(update(User).values(name="changed"))
+
+
+async def test_a_brief_read_hands_the_connection_back_for_a_transaction_of_its_own() -> None:
+    async with db.SessionLocal() as session:
+        async with db.reading_briefly(session):
+            await session.scalar(select(User.id).limit(1))
+            assert not await _in_transaction(session)
+        assert not session.in_transaction()
+
+        await session.scalar(select(User.id).limit(1))
+        assert await _in_transaction(session)
