@@ -14,13 +14,12 @@ from dashtam.core.db import get_session
 from dashtam.core.errors import UnauthorizedError
 from dashtam.models import User
 from dashtam.services import auth as auth_service
-from dashtam.services.context import HttpClientFactory, RequestContext
+from dashtam.services.context import HttpClientFactory, RequestContext, http_clients
 
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 _bearer = HTTPBearer(auto_error=False)
-PROVIDER_HTTP_TIMEOUT = httpx.Timeout(15.0)
 
 
 async def get_caller(
@@ -65,13 +64,7 @@ def get_http_client_factory(request: Request) -> HttpClientFactory:
     ``httpx.MockTransport`` under ``"schwab"``. Providers with no entry use the network.
     """
     transports: dict[str, httpx.AsyncBaseTransport] = request.app.state.provider_transports
-
-    def factory(provider_key: str) -> httpx.AsyncClient:
-        return httpx.AsyncClient(
-            transport=transports.get(provider_key), timeout=PROVIDER_HTTP_TIMEOUT
-        )
-
-    return factory
+    return http_clients(transports)
 
 
 HttpDep = Annotated[HttpClientFactory, Depends(get_http_client_factory)]
