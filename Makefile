@@ -44,8 +44,8 @@ $(STAMP): pyproject.toml packages/pgharness/pyproject.toml
 
 install: $(STAMP)
 
-run: $(STAMP)  ## Serve Dashtam on http://127.0.0.1:8000 (embedded PostgreSQL unless DATABASE_URL is set)
-	$(BIN)/dashtam serve
+run: $(STAMP)  ## Serve Dashtam on http://127.0.0.1:8000 with a job worker (embedded PostgreSQL unless DATABASE_URL is set)
+	$(BIN)/dashtam serve --worker
 
 # The benchmarks' check (`make test-bench`, a miniature `make bench`) runs in CI (`make ci-test`).
 test: test-dashtam test-pgharness  ## Dashtam's and pgharness's suites, each on two workers
