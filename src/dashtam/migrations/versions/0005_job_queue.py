@@ -10,6 +10,7 @@ procrastinate release that changes its schema ships migration files
 (``procrastinate/sql/migrations``): they are applied by a new revision after this one.
 """
 
+import inspect
 from collections.abc import Sequence
 
 from alembic import op
@@ -27,10 +28,9 @@ def _run_script(sql: str) -> None:
     # driver's simple protocol (SQLAlchemy's asyncpg layer would prepare it as one statement).
     driver = op.get_bind().connection.driver_connection
     assert driver is not None
-    if hasattr(driver, "cursor"):  # psycopg: without parameters the text goes as it is
-        driver.execute(sql)
-    else:  # asyncpg, inside Alembic's greenlet
-        await_only(driver.execute(sql))
+    done = driver.execute(sql)  # psycopg runs it now; asyncpg hands back a coroutine
+    if inspect.isawaitable(done):
+        await_only(done)  # inside Alembic's greenlet (env.py's run_sync)
 
 
 def upgrade() -> None:
