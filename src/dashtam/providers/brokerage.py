@@ -11,6 +11,7 @@ is stored. Errors::
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
@@ -57,6 +58,13 @@ class AccountData:
 
 
 @dataclass(frozen=True, slots=True)
+class UnreadableAccount:
+    """An account the provider listed but whose data cannot be trusted; the others still can."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class TransactionData:
     provider_transaction_id: str
     posted_at: datetime
@@ -80,11 +88,24 @@ class BrokerageAuthError(BrokerageError):
 
 
 class BrokerageClient(Protocol):
-    async def accounts(self) -> list[AccountData]: ...
+    async def accounts(self) -> list[AccountData | UnreadableAccount]: ...
 
     async def transactions(
         self, account: AccountData, *, since: datetime, until: datetime
     ) -> list[TransactionData]: ...
+
+
+def read_each(
+    items: list[Any], read: Callable[[Any], AccountData]
+) -> list[AccountData | UnreadableAccount]:
+    """``read`` every account; one that fails is kept as unreadable, not fatal to the rest."""
+    accounts: list[AccountData | UnreadableAccount] = []
+    for item in items:
+        try:
+            accounts.append(read(item))
+        except BrokerageError as exc:
+            accounts.append(UnreadableAccount(exc.reason))
+    return accounts
 
 
 def mask_number(number: str) -> str:

@@ -13,10 +13,12 @@ from dashtam.providers.brokerage import (
     PositionData,
     TransactionData,
     TransactionType,
+    UnreadableAccount,
     decimal,
     field,
     get_json,
     mask_number,
+    read_each,
     text,
     timestamp,
 )
@@ -28,12 +30,12 @@ class SandboxBrokerage:
         self._api = f"{base_url.rstrip('/')}/sandbox/api"
         self._token = access_token
 
-    async def accounts(self) -> list[AccountData]:
+    async def accounts(self) -> list[AccountData | UnreadableAccount]:
         body = await get_json(self._http, f"{self._api}/accounts", access_token=self._token)
         items = field(body, "accounts", "accounts")
         if not isinstance(items, list):
             raise BrokerageError("accounts: 'accounts' is not a list")
-        return [_account(item) for item in items]
+        return read_each(items, _account)
 
     async def transactions(
         self, account: AccountData, *, since: datetime, until: datetime

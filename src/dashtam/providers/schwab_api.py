@@ -28,10 +28,12 @@ from dashtam.providers.brokerage import (
     PositionData,
     TransactionData,
     TransactionType,
+    UnreadableAccount,
     decimal,
     field,
     get_json,
     mask_number,
+    read_each,
     text,
     timestamp,
 )
@@ -89,7 +91,7 @@ class SchwabBrokerage:
             self._http, f"{self._api}{path}", access_token=self._token, params=params
         )
 
-    async def accounts(self) -> list[AccountData]:
+    async def accounts(self) -> list[AccountData | UnreadableAccount]:
         numbers = await self._get("/accounts/accountNumbers")
         if not isinstance(numbers, list):
             raise BrokerageError("accountNumbers: the answer is not a list")
@@ -100,14 +102,15 @@ class SchwabBrokerage:
         body = await self._get("/accounts", {"fields": "positions"})
         if not isinstance(body, list):
             raise BrokerageError("accounts: the answer is not a list")
-        accounts = []
-        for item in body:
+
+        def read(item: Any) -> AccountData:
             account = field(item, "securitiesAccount", "accounts")
             number = text(account, "accountNumber", "securitiesAccount")
             if number not in hashes:
                 raise BrokerageError(f"account {mask_number(number)}: no hashValue was listed")
-            accounts.append(_account(account, number, hashes[number]))
-        return accounts
+            return _account(account, number, hashes[number])
+
+        return read_each(body, read)
 
     async def transactions(
         self, account: AccountData, *, since: datetime, until: datetime

@@ -50,6 +50,7 @@ from dashtam.providers.brokerage import (
     BrokerageClient,
     BrokerageError,
     TransactionData,
+    UnreadableAccount,
 )
 from dashtam.services import authorization
 from dashtam.services.audit import AuditAction, record
@@ -278,6 +279,9 @@ class _Run:
             except BrokerageError as exc:
                 raise SyncFailed(exc.reason) from None
             for account in accounts:
+                if isinstance(account, UnreadableAccount):
+                    self.errors.append(account.reason)
+                    continue
                 await self._sync_account(reader(access_token), account)
 
     async def _access_token(self, user: User, *, force: bool) -> str:
