@@ -98,6 +98,11 @@ def test_the_curl_tour_runs_against_dashtam_serve(served_dashtam: str) -> None:
     assert '[{"current":true,"client":"curl/' in output  # the login's session
     assert '["sandbox","schwab"]' in output  # provider types
     assert '{"status":"active","expires_at":"' in output  # connected through the sandbox
+    assert '{"status":"succeeded","accounts":2,' in output  # synced
+    assert '"number_masked":"****' in output  # the accounts
+    assert '{"symbol":"' in output  # their positions
+    assert '"amount":"' in output  # a page of transactions, money as decimal strings
+    assert '{"dividends":' in output
     assert "HTTP 201" in output  # token refresh
     for step in ("connect started", "callback success", "refresh success"):
         assert step in output  # the audit log
