@@ -64,8 +64,8 @@ test-pgharness: $(STAMP)
 test-unit: $(STAMP)  ## Dashtam's unit tests (no database)
 	$(PYTEST) tests/unit $(PYTEST_ARGS)
 
-test-integration: $(STAMP)  ## Dashtam's services against PostgreSQL
-	$(PYTEST) tests/integration $(PYTEST_ARGS)
+test-integration: $(STAMP)  ## Dashtam's services and job workers against PostgreSQL
+	$(PYTEST) tests/integration tests/jobs $(PYTEST_ARGS)
 
 test-api: $(STAMP)  ## Dashtam's HTTP API, sync and async styles, and its security tests
 	$(PYTEST) tests/api tests/api_async tests/security $(PYTEST_ARGS)
