@@ -407,7 +407,8 @@ def main() -> int:
             f"`benchmarks/load.py{' --faults' if args.faults else ''}`: {mode}, "
             f"`dashtam serve --workers {args.workers}` (production settings, argon2id 19 MiB x 2),"
             f" {args.clients} concurrent httpx clients on loopback for {args.duration:.0f} s,"
-            " each looping login, list providers, connection status, token refresh"
+            " each with a synced sandbox, looping login, list providers, connection status,"
+            " token refresh, list accounts, a page of transactions"
             f"{', create provider' if args.faults else ''}; embedded PostgreSQL 18;"
             f" {os.cpu_count()} cores shared with the load generator (load average"
             f" {load_before:.1f} before the run).",
