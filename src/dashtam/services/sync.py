@@ -307,18 +307,29 @@ class _Run:
             except ProblemError as exc:
                 await self.session.rollback()
                 raise SyncFailed(f"the token could not be refreshed: {exc.detail}") from None
-            return await self._access_token(user, force=False)
+            # Once: a provider whose tokens live shorter than the margin is not refreshed again.
+            provider = await get_provider(
+                session=self.session, user=user, provider_id=self.provider_id, with_token=True
+            )
+            token = provider.connection.token
+            if token is None:  # disconnected meanwhile
+                raise SyncFailed("the provider is not connected: authorize it again")
         try:
-            return open_access_token(token, keyring=keyring_for(self.settings))
+            opened = open_access_token(token, keyring=keyring_for(self.settings))
         except DecryptionError:
             raise SyncFailed(
                 "the stored token cannot be opened: authorize the provider again"
             ) from None
+        # No transaction stays open across the provider's calls: its connection goes back to
+        # the pool (the in-process sandbox needs one of its own to answer).
+        await self.session.commit()
+        return opened
 
     async def _sync_account(self, reader: BrokerageClient, account: AccountData) -> None:
         now = utcnow()
         try:
             since = await self._history_start(account, now)
+            await self.session.commit()
             transactions = await reader.transactions(account, since=since, until=now)
             await _store_account(
                 self.session, self.provider_id, self.sync_id, account, transactions, now
