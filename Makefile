@@ -44,8 +44,8 @@ $(STAMP): pyproject.toml packages/pgharness/pyproject.toml
 
 install: $(STAMP)
 
-run: $(STAMP)  ## Serve Dashtam on http://127.0.0.1:8000 (embedded PostgreSQL unless DATABASE_URL is set)
-	$(BIN)/dashtam serve
+run: $(STAMP)  ## Serve Dashtam on http://127.0.0.1:8000 with a job worker (embedded PostgreSQL unless DATABASE_URL is set)
+	$(BIN)/dashtam serve --worker
 
 # The benchmarks' check (`make test-bench`, a miniature `make bench`) runs in CI (`make ci-test`).
 test: test-dashtam test-pgharness  ## Dashtam's and pgharness's suites, each on two workers
@@ -64,8 +64,8 @@ test-pgharness: $(STAMP)
 test-unit: $(STAMP)  ## Dashtam's unit tests (no database)
 	$(PYTEST) tests/unit $(PYTEST_ARGS)
 
-test-integration: $(STAMP)  ## Dashtam's services against PostgreSQL
-	$(PYTEST) tests/integration $(PYTEST_ARGS)
+test-integration: $(STAMP)  ## Dashtam's services and job workers against PostgreSQL
+	$(PYTEST) tests/integration tests/jobs $(PYTEST_ARGS)
 
 test-api: $(STAMP)  ## Dashtam's HTTP API, sync and async styles, and its security tests
 	$(PYTEST) tests/api tests/api_async tests/security $(PYTEST_ARGS)

@@ -3,8 +3,9 @@
 Starts its own embedded PostgreSQL in a temp dir (socket only; never the machine's server)
 and ``dashtam serve --workers W`` on a spare loopback port, in production mode. Each of
 ``--clients`` concurrent clients registers, connects a sandbox provider through the OAuth
-flow, then loops for ``--duration`` seconds over: login, list providers, connection status,
-token refresh (and, with ``--faults``, create a provider). Reports p50/p99 per call, requests
+flow and syncs its accounts, then loops for ``--duration`` seconds over: login, list
+providers, connection status, token refresh, list accounts, a page of transactions (and, with
+``--faults``, create a provider). Reports p50/p99 per call, requests
 per second and errors, and rewrites the "Dashtam under load" section of docs/benchmarks.md.
 
 ``--faults`` restarts PostgreSQL (``pg_ctl stop -m fast`` + start) a third of the way in and
@@ -144,7 +145,30 @@ async def _timed(run: Run, call: str, request: Any, provider: str = "") -> httpx
     return response
 
 
-async def _prepare_client(http: httpx.AsyncClient, number: int) -> tuple[str, str]:
+async def _synced_account(
+    http: httpx.AsyncClient, headers: dict[str, str], provider_id: str
+) -> str:
+    """Sync the provider's accounts (the API runs it behind its 202); the first account's id."""
+    started = await http.post(f"/api/v1/providers/{provider_id}/syncs", headers=headers)
+    started.raise_for_status()
+    status_url = f"/api/v1/providers/{provider_id}/syncs/{started.json()['id']}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        sync = (await http.get(status_url, headers=headers)).json()
+        if sync["status"] == "failed":
+            raise RuntimeError(f"the sync failed: {sync['error']}")
+        if sync["status"] == "succeeded":
+            accounts = await http.get(
+                "/api/v1/accounts", params={"provider_id": provider_id}, headers=headers
+            )
+            accounts.raise_for_status()
+            account_id: str = accounts.json()["items"][0]["id"]
+            return account_id
+        await asyncio.sleep(0.2)
+    raise RuntimeError("the sync did not finish within 60 s")
+
+
+async def _prepare_client(http: httpx.AsyncClient, number: int) -> tuple[str, str, str]:
     email = f"load-{number}-{secrets.token_hex(3)}@example.com"
     credentials = {"email": email, "password": PASSWORD}
     (await http.post("/api/v1/auth/register", json=credentials)).raise_for_status()
@@ -160,11 +184,17 @@ async def _prepare_client(http: httpx.AsyncClient, number: int) -> tuple[str, st
     start.raise_for_status()
     callback = await http.get(start.json()["authorization_url"], follow_redirects=True)
     callback.raise_for_status()
-    return email, provider_id
+    return email, provider_id, await _synced_account(http, headers, provider_id)
 
 
 async def _client_loop(
-    http: httpx.AsyncClient, run: Run, email: str, provider_id: str, until: float, faults: bool
+    http: httpx.AsyncClient,
+    run: Run,
+    email: str,
+    provider_id: str,
+    account_id: str,
+    until: float,
+    faults: bool,
 ) -> None:
     credentials = {"email": email, "password": PASSWORD}
     headers: dict[str, str] = {}
@@ -185,6 +215,9 @@ async def _client_loop(
         if refreshed is not None and refreshed.status_code == 201:
             count = refreshed.json()["refresh_count"]
             run.refreshed[provider_id] = max(count, run.refreshed.get(provider_id, 0))
+        await _timed(run, "list accounts", http.get("/api/v1/accounts", headers=headers))
+        transactions_url = f"/api/v1/accounts/{account_id}/transactions"
+        await _timed(run, "transactions", http.get(transactions_url, headers=headers))
         if faults:
             created += 1
             body = {"provider_key": "sandbox", "alias": f"write {created}"}
@@ -213,8 +246,8 @@ async def _drive(
         started = time.monotonic()
         until = started + duration
         tasks = [
-            _client_loop(http, run, email, provider_id, until, faults)
-            for email, provider_id in prepared
+            _client_loop(http, run, email, provider_id, account_id, until, faults)
+            for email, provider_id, account_id in prepared
         ]
         if faults:
             tasks.append(_restart_database(server, run, started + duration / 3))
@@ -374,7 +407,8 @@ def main() -> int:
             f"`benchmarks/load.py{' --faults' if args.faults else ''}`: {mode}, "
             f"`dashtam serve --workers {args.workers}` (production settings, argon2id 19 MiB x 2),"
             f" {args.clients} concurrent httpx clients on loopback for {args.duration:.0f} s,"
-            " each looping login, list providers, connection status, token refresh"
+            " each with a synced sandbox, looping login, list providers, connection status,"
+            " token refresh, list accounts, a page of transactions"
             f"{', create provider' if args.faults else ''}; embedded PostgreSQL 18;"
             f" {os.cpu_count()} cores shared with the load generator (load average"
             f" {load_before:.1f} before the run).",

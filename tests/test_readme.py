@@ -46,17 +46,17 @@ def test_the_two_commands_are_make_targets() -> None:
         check=False,
     )
     assert dry_run.returncode == 0, dry_run.stderr
-    assert "dashtam serve" in dry_run.stdout
+    assert "dashtam serve --worker" in dry_run.stdout
     assert "-m pytest tests" in dry_run.stdout
 
 
 @pytest.fixture
 def served_dashtam(tmp_path: Path) -> Iterator[str]:
-    """``dashtam serve`` on a free port, as ``make run`` runs it; yields ``host:port``."""
+    """``dashtam serve --worker`` on a free port, as ``make run`` runs it; yields ``host:port``."""
     address = f"127.0.0.1:{_free_port()}"
     dashtam = Path(sys.executable).parent / "dashtam"
     server = subprocess.Popen(
-        [str(dashtam), "serve", "--port", address.rsplit(":", 1)[1]],
+        [str(dashtam), "serve", "--worker", "--port", address.rsplit(":", 1)[1]],
         cwd=tmp_path,
         env=user_environment(DASHTAM_PUBLIC_URL=f"http://{address}"),
         stdout=subprocess.DEVNULL,
@@ -98,6 +98,11 @@ def test_the_curl_tour_runs_against_dashtam_serve(served_dashtam: str) -> None:
     assert '[{"current":true,"client":"curl/' in output  # the login's session
     assert '["sandbox","schwab"]' in output  # provider types
     assert '{"status":"active","expires_at":"' in output  # connected through the sandbox
+    assert '{"status":"succeeded","accounts":2,' in output  # synced
+    assert '"number_masked":"****' in output  # the accounts
+    assert '{"symbol":"' in output  # their positions
+    assert '"amount":"' in output  # a page of transactions, money as decimal strings
+    assert '{"dividends":' in output
     assert "HTTP 201" in output  # token refresh
     for step in ("connect started", "callback success", "refresh success"):
         assert step in output  # the audit log

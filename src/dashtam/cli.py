@@ -1,8 +1,10 @@
-"""The ``dashtam`` command: ``serve``, ``migrate``, ``rotate-key`` and ``purge``.
+"""The ``dashtam`` command: ``serve``, ``worker``, ``migrate``, ``rotate-key`` and ``purge``.
 
 ``dashtam serve`` without ``DATABASE_URL`` starts an embedded PostgreSQL whose data lives in
 ``./.dashtam/`` (kept across restarts), applies the migrations, and serves on
-http://127.0.0.1:8000 until Ctrl-C or SIGTERM, then stops that PostgreSQL again.
+http://127.0.0.1:8000 until Ctrl-C or SIGTERM, then stops that PostgreSQL again;
+``--worker`` also runs a job worker beside the API on the same database. ``dashtam worker``
+runs a worker alone (syncs, token refreshes, purges), as many as wanted, on any machine.
 """
 
 from __future__ import annotations
@@ -34,6 +36,18 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument(
+        "--worker",
+        action="store_true",
+        help="also run a job worker (syncs, token refreshes, purges) until the API stops",
+    )
+    worker = commands.add_parser(
+        "worker", help="run a job worker: syncs, token refreshes, purges (DATABASE_URL)"
+    )
+    worker.add_argument("--concurrency", type=int, default=2, help="jobs this worker runs at once")
+    worker.add_argument(
+        "--once", action="store_true", help="run the jobs that are due now, then stop"
+    )
     commands.add_parser(
         "migrate", help="apply the database migrations (embedded if no DATABASE_URL)"
     )
@@ -130,6 +144,27 @@ def _purge(settings: Settings) -> None:
     )
 
 
+def _worker(args: argparse.Namespace, settings: Settings) -> None:
+    import asyncio
+
+    from dashtam.core.config import to_libpq_url
+
+    async def run() -> None:
+        from dashtam.core import db
+        from dashtam.jobs.worker import run_worker
+
+        try:
+            await run_worker(to_libpq_url(url), concurrency=args.concurrency, wait=not args.once)
+        finally:
+            await db.engine.dispose()
+
+    with _database(settings) as url:
+        os.environ["DATABASE_URL"] = url
+        get_settings.cache_clear()
+        print("dashtam: job worker started", file=sys.stderr)
+        asyncio.run(run())
+
+
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
 
@@ -168,13 +203,33 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
             # Development: OAuth redirects come back to the address served here, unless set.
             os.environ.setdefault("DASHTAM_PUBLIC_URL", f"http://{args.host}:{args.port}")
         get_settings.cache_clear()
-        uvicorn.run(
-            "dashtam.main:app",
-            host=args.host,
-            port=args.port,
-            workers=args.workers,
-            log_level="info",
-        )
+        with _worker_beside(args.worker):
+            uvicorn.run(
+                "dashtam.main:app",
+                host=args.host,
+                port=args.port,
+                workers=args.workers,
+                log_level="info",
+            )
+
+
+@contextmanager
+def _worker_beside(wanted: bool) -> Iterator[None]:
+    """A ``dashtam worker`` process on this environment's database while the block runs."""
+    if not wanted:
+        yield
+        return
+    import subprocess
+
+    worker = subprocess.Popen([sys.executable, "-m", "dashtam.cli", "worker"])
+    try:
+        yield
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
 
 
 def _migrate(settings: Settings) -> None:
@@ -193,6 +248,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = get_settings()
         if args.command == "serve":
             _serve(args, settings)
+        elif args.command == "worker":
+            _worker(args, settings)
         elif args.command == "rotate-key":
             _rotate_key(args, settings)
         elif args.command == "purge":

@@ -19,6 +19,7 @@ from dashtam.api.body_limit import BodySizeLimit
 from dashtam.api.health import router as health_router
 from dashtam.api.openapi import install_problem_openapi
 from dashtam.api.sandbox import router as sandbox_router
+from dashtam.api.sandbox_brokerage import router as sandbox_brokerage_router
 from dashtam.api.security_headers import SecurityHeaders
 from dashtam.api.v1 import api_router
 from dashtam.core import db, log_redaction
@@ -69,6 +70,7 @@ def create_app() -> FastAPI:
     app.state.provider_transports = {}
     if settings.sandbox_is_enabled:
         app.include_router(sandbox_router)
+        app.include_router(sandbox_brokerage_router)
         # The sandbox is reached in-process (real HTTP semantics, no socket needed).
         app.state.provider_transports["sandbox"] = httpx.ASGITransport(
             app=app, raise_app_exceptions=False

@@ -14,6 +14,7 @@ from dashtam.models import (
     AuthRefreshToken,
     AuthSession,
     LoginThrottle,
+    SandboxAccessToken,
     SandboxAuthorizationCode,
     SandboxRefreshToken,
 )
@@ -45,6 +46,7 @@ async def test_purge_deletes_only_what_expired(async_db: AsyncSession) -> None:
             SandboxAuthorizationCode(
                 code_hash="a" * 64, client_id="c", redirect_uri="u", expires_at=now
             ),
+            SandboxAccessToken(token_hash="c" * 64, family_id=uuid.uuid4(), expires_at=now),
             SandboxRefreshToken(
                 token_hash="b" * 64,
                 client_id="c",
@@ -65,6 +67,7 @@ async def test_purge_deletes_only_what_expired(async_db: AsyncSession) -> None:
         report = await purge_expired(session=async_db, settings=settings)
 
     assert report.sandbox_codes == 1
+    assert report.sandbox_access_tokens == 1
     assert report.sandbox_refresh_tokens == 0  # still valid for 30 days
     assert (report.refresh_tokens, report.sessions) == (1, 1)
     assert report.throttles >= 1  # the registration's counter, its window long over

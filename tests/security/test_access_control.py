@@ -45,6 +45,9 @@ def test_another_users_provider_is_not_found(client: TestClient, method: str, pa
     provider = add_provider(client, owner)
     connect(client, owner, provider["id"])
     url = path.replace("{provider_id}", provider["id"])
+    if "{sync_id}" in path:  # the owner's own sync, seen from the intruder's side
+        sync = client.post(f"/api/v1/providers/{provider['id']}/syncs", headers=owner.headers)
+        url = url.replace("{sync_id}", sync.json()["id"])
 
     response = client.request(
         method, url, headers=intruder.headers, json=_BODIES.get((method, path))

@@ -18,7 +18,7 @@ from dashtam.core.config import Settings, get_settings
 from dashtam.core.errors import UnauthorizedError
 from dashtam.models import User
 from dashtam.services import auth as auth_service
-from dashtam.services.context import HttpClientFactory, RequestContext
+from dashtam.services.context import HttpClientFactory, RequestContext, http_clients
 
 SessionDep = Annotated[AsyncSession, Depends(db.get_session)]
 
@@ -40,7 +40,6 @@ async def current_settings() -> Settings:
 SettingsDep = Annotated[Settings, Depends(current_settings)]
 
 _bearer = HTTPBearer(auto_error=False)
-PROVIDER_HTTP_TIMEOUT = httpx.Timeout(15.0)
 
 
 async def get_caller(
@@ -87,13 +86,7 @@ async def get_http_client_factory(request: Request) -> HttpClientFactory:
     ``httpx.MockTransport`` under ``"schwab"``. Providers with no entry use the network.
     """
     transports: dict[str, httpx.AsyncBaseTransport] = request.app.state.provider_transports
-
-    def factory(provider_key: str) -> httpx.AsyncClient:
-        return httpx.AsyncClient(
-            transport=transports.get(provider_key), timeout=PROVIDER_HTTP_TIMEOUT
-        )
-
-    return factory
+    return http_clients(transports)
 
 
 HttpDep = Annotated[HttpClientFactory, Depends(get_http_client_factory)]

@@ -122,6 +122,20 @@ class Settings(BaseSettings):
     schwab_client_secret: str | None = None
     schwab_authorize_url: str = "https://api.schwabapi.com/v1/oauth/authorize"
     schwab_token_url: str = "https://api.schwabapi.com/v1/oauth/token"
+    schwab_api_url: str = "https://api.schwabapi.com/trader/v1"
+
+    # Syncs: a provider is synced again by the periodic job once its last sync is this old;
+    # a sync still running after sync_stale_seconds is taken as abandoned (its process died).
+    sync_every_seconds: int = Field(default=900, ge=10)
+    sync_stale_seconds: int = Field(default=900, ge=60)
+    # First sync: how far back transactions are read; later syncs re-read a few days back.
+    sync_history_days: int = Field(default=90, ge=1, le=3650)
+    sync_overlap_days: int = Field(default=7, ge=0, le=365)
+    # The API runs a requested sync itself once it has answered (a lone API process needs no
+    # worker for it); false leaves requested syncs to the workers.
+    sync_in_api: bool = True
+    # Tokens expiring within this many seconds are refreshed by the periodic job.
+    refresh_margin_seconds: int = Field(default=300, ge=30)
 
     @model_validator(mode="after")
     def _production_needs_real_secrets(self) -> Settings:
@@ -197,6 +211,11 @@ def to_asyncpg_url(url: str) -> str:
     raise ConfigurationError(
         f"DATABASE_URL must be a PostgreSQL URL (postgresql://...), not {scheme}://"
     )
+
+
+def to_libpq_url(url: str) -> str:
+    """``url`` as libpq (and so psycopg and the job queue) spells it: no driver suffix."""
+    return "postgresql://" + to_asyncpg_url(url).partition("://")[2]
 
 
 def load_dev_secrets(data_dir: Path) -> dict[str, str]:

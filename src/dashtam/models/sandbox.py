@@ -37,3 +37,18 @@ class SandboxRefreshToken(Base):
     used_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = created_at_column()
+
+
+class SandboxAccessToken(Base):
+    """An access token the sandbox issued, so its brokerage API can tell whose data to serve.
+
+    It belongs to the grant's ``family_id``: revoking the family (RFC 7009) ends it too.
+    """
+
+    __tablename__ = "sandbox_access_tokens"
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    family_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    expires_at: Mapped[datetime]
+    created_at: Mapped[datetime] = created_at_column()

@@ -5,9 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import httpx
+
 from dashtam.core.config import Settings
 from dashtam.core.security import derive_secret
+from dashtam.providers.brokerage import BrokerageClient
 from dashtam.providers.oauth2 import OAuth2Endpoints
+from dashtam.providers.sandbox_api import SandboxBrokerage
+from dashtam.providers.schwab_api import SchwabBrokerage
 
 SANDBOX_CLIENT_ID = "dashtam-sandbox"
 
@@ -24,6 +29,8 @@ class ProviderType:
     supports_pkce: bool
     # base_url: where this Dashtam is reachable (the sandbox lives inside it)
     endpoints: Callable[[Settings, str], OAuth2Endpoints | None]
+    # (http, access_token, settings, base_url): a reader of the provider's accounts
+    brokerage: Callable[[httpx.AsyncClient, str, Settings, str], BrokerageClient]
     missing_settings: tuple[str, ...] = ()
 
     def is_configured(self, settings: Settings) -> bool:
@@ -57,12 +64,25 @@ def _schwab_endpoints(settings: Settings, base_url: str) -> OAuth2Endpoints | No
     )
 
 
+def _sandbox_brokerage(
+    http: httpx.AsyncClient, access_token: str, settings: Settings, base_url: str
+) -> BrokerageClient:
+    return SandboxBrokerage(http, base_url=base_url, access_token=access_token)
+
+
+def _schwab_brokerage(
+    http: httpx.AsyncClient, access_token: str, settings: Settings, base_url: str
+) -> BrokerageClient:
+    return SchwabBrokerage(http, api_url=settings.schwab_api_url, access_token=access_token)
+
+
 PROVIDER_TYPES: dict[str, ProviderType] = {
     "sandbox": ProviderType(
         key="sandbox",
         name="Dashtam Sandbox (built-in OAuth 2.0 server)",
         supports_pkce=True,
         endpoints=_sandbox_endpoints,
+        brokerage=_sandbox_brokerage,
         missing_settings=("DASHTAM_SANDBOX_ENABLED=true",),
     ),
     "schwab": ProviderType(
@@ -70,6 +90,7 @@ PROVIDER_TYPES: dict[str, ProviderType] = {
         name="Charles Schwab",
         supports_pkce=False,
         endpoints=_schwab_endpoints,
+        brokerage=_schwab_brokerage,
         missing_settings=("DASHTAM_SCHWAB_CLIENT_ID", "DASHTAM_SCHWAB_CLIENT_SECRET"),
     ),
 }

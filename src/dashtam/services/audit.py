@@ -35,6 +35,7 @@ class AuditAction(StrEnum):
     LOGOUT = "logout"
     SESSION_REVOKED = "session_revoked"
     PASSWORD_CHANGE = "password_change"
+    SYNC = "sync"
 
 
 def _row(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -13,6 +13,19 @@ from dashtam.core.crypto import Keyring
 
 # Given a provider key, an httpx client whose transport reaches that provider.
 HttpClientFactory = Callable[[str], httpx.AsyncClient]
+PROVIDER_HTTP_TIMEOUT = httpx.Timeout(15.0)
+
+
+def http_clients(transports: Mapping[str, httpx.AsyncBaseTransport]) -> HttpClientFactory:
+    """Clients for provider calls: a provider's own transport where one is registered (the
+    in-process sandbox, a test's ``httpx.MockTransport``), else the network."""
+
+    def factory(provider_key: str) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            transport=transports.get(provider_key), timeout=PROVIDER_HTTP_TIMEOUT
+        )
+
+    return factory
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,17 +23,25 @@ from dashtam.models import (
     AuthRefreshToken,
     AuthSession,
     LoginThrottle,
+    SandboxAccessToken,
     SandboxAuthorizationCode,
     SandboxRefreshToken,
 )
 
 #: The models whose rows carry an ``expires_at`` and serve nothing after it.
-_Expiring = SandboxAuthorizationCode | SandboxRefreshToken | AuthorizationState | AuthRefreshToken
+_Expiring = (
+    SandboxAuthorizationCode
+    | SandboxAccessToken
+    | SandboxRefreshToken
+    | AuthorizationState
+    | AuthRefreshToken
+)
 
 
 @dataclass(frozen=True, slots=True)
 class PurgeReport:
     sandbox_codes: int
+    sandbox_access_tokens: int
     sandbox_refresh_tokens: int
     authorization_states: int
     refresh_tokens: int
@@ -67,6 +75,7 @@ async def purge_expired(
     """Delete expired grants, states, login tokens, empty sessions and stale throttle rows."""
     now = now or utcnow()
     sandbox_codes = await _delete_expired(session, SandboxAuthorizationCode, now)
+    sandbox_access_tokens = await _delete_expired(session, SandboxAccessToken, now)
     sandbox_refresh_tokens = await _delete_expired(session, SandboxRefreshToken, now)
     authorization_states = await _delete_expired(session, AuthorizationState, now)
     refresh_tokens = await _delete_expired(session, AuthRefreshToken, now)
@@ -88,6 +97,7 @@ async def purge_expired(
     await session.commit()
     return PurgeReport(
         sandbox_codes=sandbox_codes,
+        sandbox_access_tokens=sandbox_access_tokens,
         sandbox_refresh_tokens=sandbox_refresh_tokens,
         authorization_states=authorization_states,
         refresh_tokens=refresh_tokens,

@@ -23,7 +23,7 @@ from dashtam.core import security
 from dashtam.core.clock import utcnow
 from dashtam.core.config import Settings
 from dashtam.core.errors import BadRequestError
-from dashtam.models import SandboxAuthorizationCode, SandboxRefreshToken
+from dashtam.models import SandboxAccessToken, SandboxAuthorizationCode, SandboxRefreshToken
 from dashtam.providers.registry import SANDBOX_CLIENT_ID, sandbox_client_secret
 from dashtam.services.authorization import is_callback_uri
 from dashtam.services.login_throttle import Scope, enforce_rate_limit
@@ -174,28 +174,31 @@ async def token(
 async def revoke(
     *, session: AsyncSession, authorization: str | None, form: dict[str, str], settings: Settings
 ) -> None:
-    """RFC 7009: revoke a refresh token and every token rotated from the same grant.
+    """RFC 7009: revoke a grant, by its refresh token or one of its access tokens.
 
-    Unknown tokens are not an error (section 2.2): the answer is the same either way, so it
-    tells a caller nothing about which tokens exist. Access tokens are not stored here, so a
-    ``token_type_hint=access_token`` has nothing to revoke.
+    The whole grant ends: every refresh token rotated from it and the access tokens it issued
+    (the brokerage API refuses them at once). Unknown tokens are not an error (section 2.2):
+    the answer is the same either way, so it tells a caller nothing about which tokens exist.
     """
     client_id = authenticate_client(authorization=authorization, form=form, settings=settings)
     presented = form.get("token")
     if not presented:
         raise OAuthError("invalid_request", "token is required")
-    stored = await session.scalar(
-        select(SandboxRefreshToken).where(
-            SandboxRefreshToken.token_hash == security.hash_opaque_token(presented),
+    token_hash = security.hash_opaque_token(presented)
+    family_id = await session.scalar(
+        select(SandboxRefreshToken.family_id).where(
+            SandboxRefreshToken.token_hash == token_hash,
             SandboxRefreshToken.client_id == client_id,
         )
+    ) or await session.scalar(
+        select(SandboxAccessToken.family_id).where(SandboxAccessToken.token_hash == token_hash)
     )
-    if stored is None:
+    if family_id is None:
         return
     await session.execute(
         update(SandboxRefreshToken)
         .where(
-            SandboxRefreshToken.family_id == stored.family_id,
+            SandboxRefreshToken.family_id == family_id,
             SandboxRefreshToken.revoked_at.is_(None),
         )
         .values(revoked_at=utcnow())
@@ -292,9 +295,18 @@ async def _issue(
             expires_at=utcnow() + timedelta(seconds=settings.sandbox_refresh_token_seconds),
         )
     )
+    access_token = "sbx_at_" + security.new_opaque_token()
+    # Kept (hashed) so that the sandbox's brokerage API knows whose grant a request carries.
+    session.add(
+        SandboxAccessToken(
+            token_hash=security.hash_opaque_token(access_token),
+            family_id=family_id,
+            expires_at=utcnow() + timedelta(seconds=settings.sandbox_access_token_seconds),
+        )
+    )
     await session.commit()
     body: dict[str, Any] = {
-        "access_token": "sbx_at_" + security.new_opaque_token(),
+        "access_token": access_token,
         "token_type": "Bearer",
         "expires_in": settings.sandbox_access_token_seconds,
         "refresh_token": refresh_token,
