@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Protocol
 
 import httpx
 
@@ -13,6 +15,13 @@ from dashtam.core.crypto import Keyring
 
 # Given a provider key, an httpx client whose transport reaches that provider.
 HttpClientFactory = Callable[[str], httpx.AsyncClient]
+
+
+class UserRef(Protocol):
+    """Whose data a service acts on: a ``User`` or the caller's ``auth.Account``."""
+
+    @property
+    def id(self) -> uuid.UUID: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,9 +11,10 @@ from sqlalchemy.orm import contains_eager
 
 from dashtam.core.config import Settings
 from dashtam.core.errors import ConflictError, NotFoundError, UnprocessableError
-from dashtam.models import Provider, ProviderConnection, User
+from dashtam.models import Provider, ProviderConnection
 from dashtam.providers import PROVIDER_TYPES, ProviderType
 from dashtam.schemas.providers import ProviderCreate, ProviderUpdate
+from dashtam.services.context import UserRef
 from dashtam.services.paging import fetch_page, paged
 
 
@@ -45,7 +46,9 @@ def _conflict(exc: IntegrityError, alias: str) -> ConflictError:
     )
 
 
-async def create_provider(*, session: AsyncSession, user: User, data: ProviderCreate) -> Provider:
+async def create_provider(
+    *, session: AsyncSession, user: UserRef, data: ProviderCreate
+) -> Provider:
     if data.provider_key not in PROVIDER_TYPES:
         raise UnprocessableError(
             f"Unknown provider type; known: {', '.join(sorted(PROVIDER_TYPES))}.",
@@ -87,7 +90,7 @@ _ONE_WITH_TOKEN = _ONE.outerjoin(ProviderConnection.token).options(
 
 
 async def list_providers(
-    *, session: AsyncSession, user: User, page: int, size: int
+    *, session: AsyncSession, user: UserRef, page: int, size: int
 ) -> tuple[list[Provider], int]:
     """A page of the user's providers with their connections, and how many there are."""
     return await fetch_page(
@@ -96,7 +99,7 @@ async def list_providers(
 
 
 async def get_provider(
-    *, session: AsyncSession, user: User, provider_id: uuid.UUID, with_token: bool = False
+    *, session: AsyncSession, user: UserRef, provider_id: uuid.UUID, with_token: bool = False
 ) -> Provider:
     """The user's provider with its connection loaded (and its token, if asked); else 404.
 
@@ -111,7 +114,7 @@ async def get_provider(
     return provider
 
 
-async def lock_connection(*, session: AsyncSession, user: User, provider_id: uuid.UUID) -> None:
+async def lock_connection(*, session: AsyncSession, user: UserRef, provider_id: uuid.UUID) -> None:
     """Lock the provider's connection row until the caller's transaction ends; else 404."""
     locked = await session.scalar(
         select(ProviderConnection.id)
@@ -124,7 +127,7 @@ async def lock_connection(*, session: AsyncSession, user: User, provider_id: uui
 
 
 async def rename_provider(
-    *, session: AsyncSession, user: User, provider_id: uuid.UUID, data: ProviderUpdate
+    *, session: AsyncSession, user: UserRef, provider_id: uuid.UUID, data: ProviderUpdate
 ) -> Provider:
     provider = await get_provider(session=session, user=user, provider_id=provider_id)
     provider.alias = data.alias
@@ -136,7 +139,7 @@ async def rename_provider(
     return await get_provider(session=session, user=user, provider_id=provider_id)
 
 
-async def delete_provider(*, session: AsyncSession, user: User, provider_id: uuid.UUID) -> None:
+async def delete_provider(*, session: AsyncSession, user: UserRef, provider_id: uuid.UUID) -> None:
     provider = await get_provider(session=session, user=user, provider_id=provider_id)
     await session.delete(provider)
     await session.commit()
