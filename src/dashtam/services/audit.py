@@ -124,13 +124,10 @@ async def list_audit_logs(
     *, session: AsyncSession, user: UserRef, provider_id: uuid.UUID, page: int, size: int
 ) -> tuple[list[AuditLog], int]:
     await get_provider(session=session, user=user, provider_id=provider_id)
-    return await fetch_page(
-        session=session,
-        statement=_PAGE,
-        params={"provider_id": provider_id},
-        page=page,
-        size=size,
+    rows, total = await fetch_page(
+        on=session, statement=_PAGE, params={"provider_id": provider_id}, page=page, size=size
     )
+    return [row[0] for row in rows], total
 
 
 _PAGE = paged(

@@ -13,7 +13,12 @@ from dashtam.core.config import Settings
 from dashtam.core.errors import ConflictError, NotFoundError, UnprocessableError
 from dashtam.models import Provider, ProviderConnection
 from dashtam.providers import PROVIDER_TYPES, ProviderType
-from dashtam.schemas.providers import ProviderCreate, ProviderUpdate
+from dashtam.schemas.providers import (
+    ProviderCreate,
+    ProviderPublic,
+    ProvidersPublic,
+    ProviderUpdate,
+)
 from dashtam.services.context import UserRef
 from dashtam.services.paging import fetch_page, paged
 
@@ -76,10 +81,20 @@ async def create_provider(
 _WITH_CONNECTION = (
     select(Provider).join(Provider.connection).options(contains_eager(Provider.connection))
 )
+# A listing needs only the columns it shows: selected as Core columns, its rows become
+# ``ProviderPublic`` without an ORM object in between.
 _PAGE = paged(
-    _WITH_CONNECTION.where(Provider.user_id == bindparam("user_id")).order_by(
-        Provider.created_at, Provider.id
+    select(
+        Provider.id,
+        Provider.provider_key,
+        Provider.alias,
+        ProviderConnection.status,
+        Provider.created_at,
+        Provider.updated_at,
     )
+    .join(Provider.connection)
+    .where(Provider.user_id == bindparam("user_id"))
+    .order_by(Provider.created_at, Provider.id)
 )
 _ONE = _WITH_CONNECTION.where(
     Provider.id == bindparam("provider_id"), Provider.user_id == bindparam("user_id")
@@ -91,11 +106,17 @@ _ONE_WITH_TOKEN = _ONE.outerjoin(ProviderConnection.token).options(
 
 async def list_providers(
     *, session: AsyncSession, user: UserRef, page: int, size: int
-) -> tuple[list[Provider], int]:
-    """A page of the user's providers with their connections, and how many there are."""
-    return await fetch_page(
-        session=session, statement=_PAGE, params={"user_id": user.id}, page=page, size=size
+) -> ProvidersPublic:
+    """A page of the user's providers with their connections' status, and how many there are."""
+    rows, total = await fetch_page(
+        on=await session.connection(),
+        statement=_PAGE,
+        params={"user_id": user.id},
+        page=page,
+        size=size,
     )
+    items = [ProviderPublic.model_validate(row) for row in rows]
+    return ProvidersPublic(items=items, total=total, page=page, size=size)
 
 
 async def get_provider(

@@ -43,10 +43,7 @@ async def create_provider(
 async def list_providers(
     session: ReadSessionDep, user: CurrentUser, page: PageParam = 1, size: SizeParam = 20
 ) -> ProvidersPublic:
-    items, total = await provider_service.list_providers(
-        session=session, user=user, page=page, size=size
-    )
-    return ProvidersPublic(items=[_public(p) for p in items], total=total, page=page, size=size)
+    return await provider_service.list_providers(session=session, user=user, page=page, size=size)
 
 
 @router.get("/{provider_id}")
