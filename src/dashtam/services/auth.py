@@ -16,7 +16,7 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from dashtam.core import security
+from dashtam.core import db, security
 from dashtam.core.clock import utcnow
 from dashtam.core.config import Settings
 from dashtam.core.errors import ConflictError, ForbiddenError, NotFoundError, UnauthorizedError
@@ -275,7 +275,7 @@ async def authenticate(
         claims = security.decode_access_token(access_token, secret=settings.signing_key)
     except security.InvalidTokenError as exc:
         raise UnauthorizedError(f"Access token is invalid: {exc}.") from None
-    connection = await session.connection()
+    connection = await db.connection_of(session)
     found = (
         await connection.execute(
             _CALLER, {"user_id": claims.user_id, "session_id": claims.session_id}

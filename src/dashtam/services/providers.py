@@ -9,6 +9,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import contains_eager
 
+from dashtam.core import db
 from dashtam.core.config import Settings
 from dashtam.core.errors import ConflictError, NotFoundError, UnprocessableError
 from dashtam.models import Provider, ProviderConnection
@@ -109,7 +110,7 @@ async def list_providers(
 ) -> ProvidersPublic:
     """A page of the user's providers with their connections' status, and how many there are."""
     rows, total = await fetch_page(
-        on=await session.connection(),
+        on=await db.connection_of(session),
         statement=_PAGE,
         params={"user_id": user.id},
         page=page,
