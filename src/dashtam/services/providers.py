@@ -82,20 +82,23 @@ async def create_provider(
 _WITH_CONNECTION = (
     select(Provider).join(Provider.connection).options(contains_eager(Provider.connection))
 )
-# A listing needs only the columns it shows: selected as Core columns, its rows become
-# ``ProviderPublic`` without an ORM object in between.
-_PAGE = paged(
-    select(
-        Provider.id,
-        Provider.provider_key,
-        Provider.alias,
-        ProviderConnection.status,
-        Provider.created_at,
-        Provider.updated_at,
+# What a reader sees of a provider (``ProviderPublic``), as Core columns: reads that show
+# only this build it from rows, without an ORM object in between.
+_PUBLIC = select(
+    Provider.id,
+    Provider.provider_key,
+    Provider.alias,
+    ProviderConnection.status,
+    Provider.created_at,
+    Provider.updated_at,
+).join(Provider.connection)
+_PUBLIC_PAGE = paged(
+    _PUBLIC.where(Provider.user_id == bindparam("user_id")).order_by(
+        Provider.created_at, Provider.id
     )
-    .join(Provider.connection)
-    .where(Provider.user_id == bindparam("user_id"))
-    .order_by(Provider.created_at, Provider.id)
+)
+_PUBLIC_ONE = _PUBLIC.where(
+    Provider.id == bindparam("provider_id"), Provider.user_id == bindparam("user_id")
 )
 _ONE = _WITH_CONNECTION.where(
     Provider.id == bindparam("provider_id"), Provider.user_id == bindparam("user_id")
@@ -111,13 +114,26 @@ async def list_providers(
     """A page of the user's providers with their connections' status, and how many there are."""
     rows, total = await fetch_page(
         on=await db.connection_of(session),
-        statement=_PAGE,
+        statement=_PUBLIC_PAGE,
         params={"user_id": user.id},
         page=page,
         size=size,
     )
     items = [ProviderPublic.model_validate(row) for row in rows]
     return ProvidersPublic(items=items, total=total, page=page, size=size)
+
+
+async def show_provider(
+    *, session: AsyncSession, user: UserRef, provider_id: uuid.UUID
+) -> ProviderPublic:
+    """What the user sees of their provider; else 404."""
+    connection = await db.connection_of(session)
+    row = (
+        await connection.execute(_PUBLIC_ONE, {"provider_id": provider_id, "user_id": user.id})
+    ).first()
+    if row is None:
+        raise _not_found(provider_id)
+    return ProviderPublic.model_validate(row)
 
 
 async def get_provider(

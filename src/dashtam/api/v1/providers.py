@@ -50,10 +50,7 @@ async def list_providers(
 async def get_provider(
     session: ReadSessionDep, user: CurrentUser, provider_id: uuid.UUID
 ) -> ProviderPublic:
-    provider = await provider_service.get_provider(
-        session=session, user=user, provider_id=provider_id
-    )
-    return _public(provider)
+    return await provider_service.show_provider(session=session, user=user, provider_id=provider_id)
 
 
 @router.patch("/{provider_id}")
