@@ -60,3 +60,24 @@ async def test_a_brief_read_hands_the_connection_back_for_a_transaction_of_its_o
 
         await session.scalar(select(User.id).limit(1))
         assert await _in_transaction(session)
+
+
+async def test_core_reads_run_on_the_connection_a_read_only_session_holds() -> None:
+    async with db.SessionLocal() as session:
+        await db.read_only(session)
+        kept = await db.connection_of(session)
+
+        assert kept is await session.connection()
+        await kept.scalar(select(User.id).limit(1))
+        assert not await _in_transaction(session)
+
+
+async def test_after_a_brief_read_core_reads_take_the_next_transactions_connection() -> None:
+    async with db.SessionLocal() as session:
+        async with db.reading_briefly(session):
+            await (await db.connection_of(session)).scalar(select(User.id).limit(1))
+
+        connection = await db.connection_of(session)
+        await connection.scalar(select(User.id).limit(1))
+        assert connection is await session.connection()
+        assert await _in_transaction(session)

@@ -16,7 +16,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from dashtam.core import db
 from dashtam.core.config import Settings, get_settings
 from dashtam.core.errors import UnauthorizedError
-from dashtam.models import User
 from dashtam.services import auth as auth_service
 from dashtam.services.context import HttpClientFactory, RequestContext, http_clients
 
@@ -42,10 +41,11 @@ SettingsDep = Annotated[Settings, Depends(current_settings)]
 _bearer = HTTPBearer(auto_error=False)
 
 
-async def get_caller(
-    session: SessionDep,
-    settings: SettingsDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+async def _authenticate(
+    session: AsyncSession, settings: Settings, credentials: HTTPAuthorizationCredentials | None
 ) -> auth_service.Authenticated:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise UnauthorizedError("Send an access token: Authorization: Bearer <token>.")
@@ -56,14 +56,24 @@ async def get_caller(
         )
 
 
+async def get_caller(
+    session: SessionDep, settings: SettingsDep, credentials: BearerDep
+) -> auth_service.Authenticated:
+    return await _authenticate(session, settings, credentials)
+
+
 CurrentCaller = Annotated[auth_service.Authenticated, Depends(get_caller)]
 
 
-async def get_current_user(caller: CurrentCaller) -> User:
-    return caller.user
+async def get_current_user(
+    session: SessionDep, settings: SettingsDep, credentials: BearerDep
+) -> auth_service.CallerUser:
+    # Authenticates itself rather than depending on ``get_caller``: every level of
+    # dependencies costs FastAPI a resolution on every request.
+    return (await _authenticate(session, settings, credentials)).user
 
 
-CurrentUser = Annotated[User, Depends(get_current_user)]
+CurrentUser = Annotated[auth_service.CallerUser, Depends(get_current_user)]
 
 
 async def get_request_context(request: Request, settings: SettingsDep) -> RequestContext:

@@ -31,12 +31,13 @@ from asyncpg.exceptions import (
 from sqlalchemy import event
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import ORMExecuteState, Session
+from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from dashtam.core.config import Settings, get_settings
@@ -182,13 +183,30 @@ async def close_quietly(session: AsyncSession) -> None:
 
 _AUTOCOMMIT = {"isolation_level": "AUTOCOMMIT"}
 _READ_ONLY = "dashtam.read_only"
+_CONNECTION = "dashtam.connection"
 
 
-async def _connect_autocommitting(session: AsyncSession) -> None:
+async def _connect_autocommitting(session: AsyncSession) -> AsyncConnection:
     # A session bound to one connection (a test's outer transaction) reads inside it instead:
     # that connection's transaction is not the session's to end.
     if isinstance(session.bind, AsyncEngine):
-        await session.connection(execution_options=_AUTOCOMMIT)
+        connection = await session.connection(execution_options=_AUTOCOMMIT)
+    else:
+        connection = await session.connection()
+    session.info[_CONNECTION] = connection
+    return connection
+
+
+async def connection_of(session: AsyncSession) -> AsyncConnection:
+    """The connection ``session`` holds, for Core statements (no ORM entities to load).
+
+    The one ``read_only`` or ``reading_briefly`` took is kept at hand: asking the session
+    again costs a pass through its transaction machinery on every statement.
+    """
+    connection: AsyncConnection | None = session.info.get(_CONNECTION)
+    if connection is None:
+        connection = await session.connection()
+    return connection
 
 
 async def read_only(session: AsyncSession) -> AsyncSession:
@@ -238,5 +256,12 @@ def _refuse_write(state: ORMExecuteState) -> None:
         raise ReadOnlySessionError("a read-only session cannot write; use SessionDep")
 
 
+def _forget_connection(session: Session, transaction: SessionTransaction) -> None:
+    # The connection went back to the pool (or to the test's outer transaction) with it.
+    if transaction.parent is None:
+        session.info.pop(_CONNECTION, None)
+
+
 event.listen(Session, "before_flush", _refuse_flush)
 event.listen(Session, "do_orm_execute", _refuse_write)
+event.listen(Session, "after_transaction_end", _forget_connection)

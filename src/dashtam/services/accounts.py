@@ -13,10 +13,11 @@ from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dashtam.core.errors import NotFoundError
-from dashtam.models import Account, BalanceSnapshot, Position, Provider, Transaction, User
+from dashtam.models import Account, BalanceSnapshot, Position, Provider, Transaction
+from dashtam.services.context import UserRef
 
 
-def _owned_by(user: User) -> ColumnElement[bool]:
+def _owned_by(user: UserRef) -> ColumnElement[bool]:
     return Account.provider_id.in_(select(Provider.id).where(Provider.user_id == user.id))
 
 
@@ -45,7 +46,7 @@ async def _latest_balances(
 async def list_accounts(
     *,
     session: AsyncSession,
-    user: User,
+    user: UserRef,
     provider_id: uuid.UUID | None,
     page: int,
     size: int,
@@ -64,7 +65,7 @@ async def list_accounts(
     return [(account, balances.get(account.id)) for account in accounts], int(total or 0)
 
 
-async def get_account(*, session: AsyncSession, user: User, account_id: uuid.UUID) -> Account:
+async def get_account(*, session: AsyncSession, user: UserRef, account_id: uuid.UUID) -> Account:
     """The user's account; else 404 (whether it is missing or someone else's)."""
     account = await session.scalar(select(Account).where(Account.id == account_id, _owned_by(user)))
     if account is None:
@@ -73,7 +74,7 @@ async def get_account(*, session: AsyncSession, user: User, account_id: uuid.UUI
 
 
 async def get_account_with_balance(
-    *, session: AsyncSession, user: User, account_id: uuid.UUID
+    *, session: AsyncSession, user: UserRef, account_id: uuid.UUID
 ) -> tuple[Account, BalanceSnapshot | None]:
     account = await get_account(session=session, user=user, account_id=account_id)
     balances = await _latest_balances(session, [account.id])
@@ -81,7 +82,7 @@ async def get_account_with_balance(
 
 
 async def list_positions(
-    *, session: AsyncSession, user: User, account_id: uuid.UUID
+    *, session: AsyncSession, user: UserRef, account_id: uuid.UUID
 ) -> list[Position]:
     account = await get_account(session=session, user=user, account_id=account_id)
     rows = await session.scalars(
@@ -95,7 +96,7 @@ async def list_positions(
 async def list_transactions(
     *,
     session: AsyncSession,
-    user: User,
+    user: UserRef,
     account_id: uuid.UUID,
     since: datetime | None,
     until: datetime | None,
@@ -122,7 +123,7 @@ async def list_transactions(
 
 
 async def list_balances(
-    *, session: AsyncSession, user: User, account_id: uuid.UUID, page: int, size: int
+    *, session: AsyncSession, user: UserRef, account_id: uuid.UUID, page: int, size: int
 ) -> tuple[list[BalanceSnapshot], int]:
     """The account's balance snapshots, one per sync, newest first."""
     account = await get_account(session=session, user=user, account_id=account_id)

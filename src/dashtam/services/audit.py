@@ -15,8 +15,8 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dashtam.core import db
-from dashtam.models import AuditLog, User
-from dashtam.services.context import RequestContext
+from dashtam.models import AuditLog
+from dashtam.services.context import RequestContext, UserRef
 from dashtam.services.paging import fetch_page, paged
 from dashtam.services.providers import get_provider
 
@@ -122,16 +122,13 @@ def _printable(text: str) -> str:
 
 
 async def list_audit_logs(
-    *, session: AsyncSession, user: User, provider_id: uuid.UUID, page: int, size: int
+    *, session: AsyncSession, user: UserRef, provider_id: uuid.UUID, page: int, size: int
 ) -> tuple[list[AuditLog], int]:
     await get_provider(session=session, user=user, provider_id=provider_id)
-    return await fetch_page(
-        session=session,
-        statement=_PAGE,
-        params={"provider_id": provider_id},
-        page=page,
-        size=size,
+    rows, total = await fetch_page(
+        on=session, statement=_PAGE, params={"provider_id": provider_id}, page=page, size=size
     )
+    return [row[0] for row in rows], total
 
 
 _PAGE = paged(

@@ -16,7 +16,7 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from dashtam.core import security
+from dashtam.core import db, security
 from dashtam.core.clock import utcnow
 from dashtam.core.config import Settings
 from dashtam.core.errors import ConflictError, ForbiddenError, NotFoundError, UnauthorizedError
@@ -24,14 +24,26 @@ from dashtam.models import AuthRefreshToken, AuthSession, User
 from dashtam.schemas.auth import PasswordChange, TokenPair, UserLogin, UserRegister
 from dashtam.services import login_throttle
 from dashtam.services.audit import AuditAction, record_separately
-from dashtam.services.context import RequestContext
+from dashtam.services.context import RequestContext, UserRef
+
+
+@dataclass(frozen=True, slots=True)
+class CallerUser:
+    """The caller's row of ``users``, as read by ``authenticate`` (no ORM object: every
+    authenticated request reads it, and loading an entity costs more than the query)."""
+
+    id: uuid.UUID
+    email: str
+    name: str | None
+    password_hash: str
+    created_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
 class Authenticated:
     """The caller of a request: the user and the login session its access token belongs to."""
 
-    user: User
+    user: CallerUser
     session_id: uuid.UUID
 
 
@@ -244,9 +256,12 @@ async def _end_sessions(
     )
 
 
-# Every authenticated request runs it: built once (services/paging.py says why).
+# Every authenticated request runs it: built once (services/paging.py says why), and run on
+# the session's connection as a Core statement, its row read into ``CallerUser``.
 _CALLER = (
-    select(User, AuthSession.revoked_at)
+    select(
+        User.id, User.email, User.name, User.password_hash, User.created_at, AuthSession.revoked_at
+    )
     .join(AuthSession, AuthSession.user_id == User.id)
     .where(User.id == bindparam("user_id"), AuthSession.id == bindparam("session_id"))
 )
@@ -260,18 +275,26 @@ async def authenticate(
         claims = security.decode_access_token(access_token, secret=settings.signing_key)
     except security.InvalidTokenError as exc:
         raise UnauthorizedError(f"Access token is invalid: {exc}.") from None
+    connection = await db.connection_of(session)
     found = (
-        await session.execute(_CALLER, {"user_id": claims.user_id, "session_id": claims.session_id})
-    ).one_or_none()
+        await connection.execute(
+            _CALLER, {"user_id": claims.user_id, "session_id": claims.session_id}
+        )
+    ).first()
     if found is None:
         raise UnauthorizedError("Access token refers to no user or session.")
-    user, revoked_at = found
+    user_id, email, name, password_hash, created_at, revoked_at = found
     if revoked_at is not None:
         raise UnauthorizedError("Access token belongs to a session that has ended.")
-    return Authenticated(user=user, session_id=claims.session_id)
+    return Authenticated(
+        user=CallerUser(
+            id=user_id, email=email, name=name, password_hash=password_hash, created_at=created_at
+        ),
+        session_id=claims.session_id,
+    )
 
 
-async def list_sessions(*, session: AsyncSession, user: User) -> list[AuthSession]:
+async def list_sessions(*, session: AsyncSession, user: UserRef) -> list[AuthSession]:
     """The user's open sessions, most recently used first."""
     return list(await session.scalars(_OPEN_SESSIONS, {"user_id": user.id}))
 

@@ -48,7 +48,7 @@ from dashtam.providers import (
 from dashtam.providers import get_provider_type as _provider_type
 from dashtam.schemas.authorization import AuthorizationStart, ConnectionStatusPublic
 from dashtam.services.audit import AuditAction, record, record_separately
-from dashtam.services.context import HttpClientFactory, RequestContext, keyring_for
+from dashtam.services.context import HttpClientFactory, RequestContext, UserRef, keyring_for
 from dashtam.services.providers import get_provider, lock_connection
 from dashtam.services.token_vault import open_refresh_token, store_grant
 
@@ -122,7 +122,7 @@ def status_of(
 async def start_authorization(
     *,
     session: AsyncSession,
-    user: User,
+    user: UserRef,
     provider_id: uuid.UUID,
     settings: Settings,
     context: RequestContext,
@@ -311,7 +311,7 @@ async def complete_authorization(
 
 
 async def _locked_connection(
-    *, session: AsyncSession, user: User, provider_id: uuid.UUID
+    *, session: AsyncSession, user: UserRef, provider_id: uuid.UUID
 ) -> ProviderConnection:
     """The provider's connection (with its token), locked and read afresh."""
     await lock_connection(session=session, user=user, provider_id=provider_id)
@@ -322,7 +322,7 @@ async def _locked_connection(
 
 
 async def get_status(
-    *, session: AsyncSession, user: User, provider_id: uuid.UUID
+    *, session: AsyncSession, user: UserRef, provider_id: uuid.UUID
 ) -> ConnectionStatusPublic:
     provider = await get_provider(
         session=session, user=user, provider_id=provider_id, with_token=True
@@ -333,7 +333,7 @@ async def get_status(
 async def refresh_tokens(
     *,
     session: AsyncSession,
-    user: User,
+    user: UserRef,
     provider_id: uuid.UUID,
     settings: Settings,
     http: HttpClientFactory,
@@ -369,7 +369,7 @@ async def refresh_tokens(
 async def _refresh_locked(
     *,
     session: AsyncSession,
-    user: User,
+    user: UserRef,
     provider_id: uuid.UUID,
     settings: Settings,
     http: HttpClientFactory,
@@ -487,7 +487,7 @@ async def _store_refreshed_grant(
     *,
     session: AsyncSession,
     connection: ProviderConnection,
-    user: User,
+    user: UserRef,
     grant: TokenGrant,
     presented: str,
     settings: Settings,
@@ -593,7 +593,7 @@ async def _record_transient_failure(
     *,
     session: AsyncSession,
     connection: ProviderConnection,
-    user: User,
+    user: UserRef,
     exc: ProviderError,
     context: RequestContext,
 ) -> None:
@@ -616,7 +616,7 @@ async def _record_transient_failure(
 async def disconnect(
     *,
     session: AsyncSession,
-    user: User,
+    user: UserRef,
     provider_id: uuid.UUID,
     settings: Settings,
     http: HttpClientFactory,

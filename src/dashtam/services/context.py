@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Protocol
 
 import httpx
 
@@ -26,6 +28,13 @@ def http_clients(transports: Mapping[str, httpx.AsyncBaseTransport]) -> HttpClie
         )
 
     return factory
+
+
+class UserRef(Protocol):
+    """Whose data a service acts on: a ``User`` or the caller's ``auth.CallerUser``."""
+
+    @property
+    def id(self) -> uuid.UUID: ...
 
 
 @dataclass(frozen=True, slots=True)

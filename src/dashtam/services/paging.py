@@ -11,15 +11,19 @@ cache, again on every call, which costs more CPU than running it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Select, bindparam, func, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Row, Select, bindparam, func, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+# A select of any columns or entities.
+AnySelect = Select[*tuple[Any, ...]]
 
 
-def paged(statement: Select[Any]) -> Select[Any]:
-    """``statement`` (one entity or column, ordered) with its total beside each row and the
-    page's bounds as parameters, for ``fetch_page``."""
+def paged(statement: AnySelect) -> AnySelect:
+    """``statement`` (ordered) with its total as each row's last column and the page's bounds
+    as parameters, for ``fetch_page``."""
     return (
         statement.add_columns(func.count().over())
         .offset(bindparam("page_offset"))
@@ -29,19 +33,23 @@ def paged(statement: Select[Any]) -> Select[Any]:
 
 async def fetch_page(
     *,
-    session: AsyncSession,
-    statement: Select[Any],
+    on: AsyncSession | AsyncConnection,
+    statement: AnySelect,
     params: dict[str, Any],
     page: int,
     size: int,
-) -> tuple[list[Any], int]:
-    """The ``page``-th ``size`` rows of a ``paged`` statement, and the total."""
+) -> tuple[Sequence[Row[Any]], int]:
+    """The ``page``-th ``size`` rows of a ``paged`` statement, and the total.
+
+    ``on`` is the session for a statement of ORM entities, its connection for one of columns
+    (Core: no ORM result processing).
+    """
     bounds = {"page_offset": (page - 1) * size, "page_limit": size}
-    rows = (await session.execute(statement, {**params, **bounds})).all()
+    rows = (await on.execute(statement, {**params, **bounds})).all()
     if rows:
-        return [row[0] for row in rows], int(rows[0][1])
+        return rows, int(rows[0][-1])
     if page == 1:
         return [], 0
     whole = statement.order_by(None).offset(None).limit(None).subquery()
-    total = await session.scalar(select(func.count()).select_from(whole), params)
+    total = await on.scalar(select(func.count()).select_from(whole), params)
     return [], int(total or 0)

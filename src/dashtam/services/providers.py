@@ -9,11 +9,18 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import contains_eager
 
+from dashtam.core import db
 from dashtam.core.config import Settings
 from dashtam.core.errors import ConflictError, NotFoundError, UnprocessableError
-from dashtam.models import Provider, ProviderConnection, User
+from dashtam.models import Provider, ProviderConnection
 from dashtam.providers import PROVIDER_TYPES, ProviderType
-from dashtam.schemas.providers import ProviderCreate, ProviderUpdate
+from dashtam.schemas.providers import (
+    ProviderCreate,
+    ProviderPublic,
+    ProvidersPublic,
+    ProviderUpdate,
+)
+from dashtam.services.context import UserRef
 from dashtam.services.paging import fetch_page, paged
 
 
@@ -45,7 +52,9 @@ def _conflict(exc: IntegrityError, alias: str) -> ConflictError:
     )
 
 
-async def create_provider(*, session: AsyncSession, user: User, data: ProviderCreate) -> Provider:
+async def create_provider(
+    *, session: AsyncSession, user: UserRef, data: ProviderCreate
+) -> Provider:
     if data.provider_key not in PROVIDER_TYPES:
         raise UnprocessableError(
             f"Unknown provider type; known: {', '.join(sorted(PROVIDER_TYPES))}.",
@@ -73,10 +82,23 @@ async def create_provider(*, session: AsyncSession, user: User, data: ProviderCr
 _WITH_CONNECTION = (
     select(Provider).join(Provider.connection).options(contains_eager(Provider.connection))
 )
-_PAGE = paged(
-    _WITH_CONNECTION.where(Provider.user_id == bindparam("user_id")).order_by(
+# What a reader sees of a provider (``ProviderPublic``), as Core columns: reads that show
+# only this build it from rows, without an ORM object in between.
+_PUBLIC = select(
+    Provider.id,
+    Provider.provider_key,
+    Provider.alias,
+    ProviderConnection.status,
+    Provider.created_at,
+    Provider.updated_at,
+).join(Provider.connection)
+_PUBLIC_PAGE = paged(
+    _PUBLIC.where(Provider.user_id == bindparam("user_id")).order_by(
         Provider.created_at, Provider.id
     )
+)
+_PUBLIC_ONE = _PUBLIC.where(
+    Provider.id == bindparam("provider_id"), Provider.user_id == bindparam("user_id")
 )
 _ONE = _WITH_CONNECTION.where(
     Provider.id == bindparam("provider_id"), Provider.user_id == bindparam("user_id")
@@ -87,16 +109,35 @@ _ONE_WITH_TOKEN = _ONE.outerjoin(ProviderConnection.token).options(
 
 
 async def list_providers(
-    *, session: AsyncSession, user: User, page: int, size: int
-) -> tuple[list[Provider], int]:
-    """A page of the user's providers with their connections, and how many there are."""
-    return await fetch_page(
-        session=session, statement=_PAGE, params={"user_id": user.id}, page=page, size=size
+    *, session: AsyncSession, user: UserRef, page: int, size: int
+) -> ProvidersPublic:
+    """A page of the user's providers with their connections' status, and how many there are."""
+    rows, total = await fetch_page(
+        on=await db.connection_of(session),
+        statement=_PUBLIC_PAGE,
+        params={"user_id": user.id},
+        page=page,
+        size=size,
     )
+    items = [ProviderPublic.model_validate(row) for row in rows]
+    return ProvidersPublic(items=items, total=total, page=page, size=size)
+
+
+async def show_provider(
+    *, session: AsyncSession, user: UserRef, provider_id: uuid.UUID
+) -> ProviderPublic:
+    """What the user sees of their provider; else 404."""
+    connection = await db.connection_of(session)
+    row = (
+        await connection.execute(_PUBLIC_ONE, {"provider_id": provider_id, "user_id": user.id})
+    ).first()
+    if row is None:
+        raise _not_found(provider_id)
+    return ProviderPublic.model_validate(row)
 
 
 async def get_provider(
-    *, session: AsyncSession, user: User, provider_id: uuid.UUID, with_token: bool = False
+    *, session: AsyncSession, user: UserRef, provider_id: uuid.UUID, with_token: bool = False
 ) -> Provider:
     """The user's provider with its connection loaded (and its token, if asked); else 404.
 
@@ -111,7 +152,7 @@ async def get_provider(
     return provider
 
 
-async def lock_connection(*, session: AsyncSession, user: User, provider_id: uuid.UUID) -> None:
+async def lock_connection(*, session: AsyncSession, user: UserRef, provider_id: uuid.UUID) -> None:
     """Lock the provider's connection row until the caller's transaction ends; else 404."""
     locked = await session.scalar(
         select(ProviderConnection.id)
@@ -124,7 +165,7 @@ async def lock_connection(*, session: AsyncSession, user: User, provider_id: uui
 
 
 async def rename_provider(
-    *, session: AsyncSession, user: User, provider_id: uuid.UUID, data: ProviderUpdate
+    *, session: AsyncSession, user: UserRef, provider_id: uuid.UUID, data: ProviderUpdate
 ) -> Provider:
     provider = await get_provider(session=session, user=user, provider_id=provider_id)
     provider.alias = data.alias
@@ -136,7 +177,7 @@ async def rename_provider(
     return await get_provider(session=session, user=user, provider_id=provider_id)
 
 
-async def delete_provider(*, session: AsyncSession, user: User, provider_id: uuid.UUID) -> None:
+async def delete_provider(*, session: AsyncSession, user: UserRef, provider_id: uuid.UUID) -> None:
     provider = await get_provider(session=session, user=user, provider_id=provider_id)
     await session.delete(provider)
     await session.commit()

@@ -54,7 +54,7 @@ from dashtam.providers.brokerage import (
 )
 from dashtam.services import authorization
 from dashtam.services.audit import AuditAction, record
-from dashtam.services.context import HttpClientFactory, RequestContext, keyring_for
+from dashtam.services.context import HttpClientFactory, RequestContext, UserRef, keyring_for
 from dashtam.services.job_queue import TaskName, enqueue_for_provider
 from dashtam.services.providers import get_provider
 from dashtam.services.token_vault import open_access_token
@@ -112,7 +112,7 @@ async def _queue(
 
 
 async def request_sync(
-    *, session: AsyncSession, user: User, provider_id: uuid.UUID, settings: Settings
+    *, session: AsyncSession, user: UserRef, provider_id: uuid.UUID, settings: Settings
 ) -> Sync:
     """Queue a sync of the user's provider (409 if it is not connected or one is active)."""
     provider = await get_provider(
@@ -140,7 +140,7 @@ async def request_sync(
 
 
 async def get_sync(
-    *, session: AsyncSession, user: User, provider_id: uuid.UUID, sync_id: uuid.UUID
+    *, session: AsyncSession, user: UserRef, provider_id: uuid.UUID, sync_id: uuid.UUID
 ) -> Sync:
     sync = await session.scalar(
         select(Sync)

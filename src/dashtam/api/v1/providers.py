@@ -43,20 +43,14 @@ async def create_provider(
 async def list_providers(
     session: ReadSessionDep, user: CurrentUser, page: PageParam = 1, size: SizeParam = 20
 ) -> ProvidersPublic:
-    items, total = await provider_service.list_providers(
-        session=session, user=user, page=page, size=size
-    )
-    return ProvidersPublic(items=[_public(p) for p in items], total=total, page=page, size=size)
+    return await provider_service.list_providers(session=session, user=user, page=page, size=size)
 
 
 @router.get("/{provider_id}")
 async def get_provider(
     session: ReadSessionDep, user: CurrentUser, provider_id: uuid.UUID
 ) -> ProviderPublic:
-    provider = await provider_service.get_provider(
-        session=session, user=user, provider_id=provider_id
-    )
-    return _public(provider)
+    return await provider_service.show_provider(session=session, user=user, provider_id=provider_id)
 
 
 @router.patch("/{provider_id}")
