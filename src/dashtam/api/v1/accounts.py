@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from dashtam.api.deps import CurrentUser, SessionDep
+from dashtam.api.deps import CurrentUser, ReadSessionDep
 from dashtam.api.v1.pagination import PageParam, SizeParam
 from dashtam.models import Account, BalanceSnapshot
 from dashtam.providers.brokerage import TransactionType
@@ -42,7 +42,7 @@ def _public(account: Account, balance: BalanceSnapshot | None) -> AccountPublic:
 
 @router.get("")
 async def list_accounts(
-    session: SessionDep,
+    session: ReadSessionDep,
     user: CurrentUser,
     provider_id: uuid.UUID | None = None,
     page: PageParam = 1,
@@ -61,7 +61,7 @@ async def list_accounts(
 
 @router.get("/{account_id}")
 async def get_account(
-    session: SessionDep, user: CurrentUser, account_id: uuid.UUID
+    session: ReadSessionDep, user: CurrentUser, account_id: uuid.UUID
 ) -> AccountPublic:
     account, balance = await account_service.get_account_with_balance(
         session=session, user=user, account_id=account_id
@@ -71,7 +71,7 @@ async def get_account(
 
 @router.get("/{account_id}/positions")
 async def list_positions(
-    session: SessionDep, user: CurrentUser, account_id: uuid.UUID
+    session: ReadSessionDep, user: CurrentUser, account_id: uuid.UUID
 ) -> PositionsPublic:
     positions = await account_service.list_positions(
         session=session, user=user, account_id=account_id
@@ -81,7 +81,7 @@ async def list_positions(
 
 @router.get("/{account_id}/transactions")
 async def list_transactions(
-    session: SessionDep,
+    session: ReadSessionDep,
     user: CurrentUser,
     account_id: uuid.UUID,
     since: Annotated[datetime | None, Query(description="posted at or after")] = None,
@@ -111,7 +111,7 @@ async def list_transactions(
 
 @router.get("/{account_id}/balances")
 async def list_balances(
-    session: SessionDep,
+    session: ReadSessionDep,
     user: CurrentUser,
     account_id: uuid.UUID,
     page: PageParam = 1,
