@@ -1,7 +1,8 @@
 """Reading a user's synced accounts: pages of accounts, positions, transactions, balances.
 
-Each listing runs a fixed number of queries whatever its size (a count, a page, and for
-accounts their newest balances in one more); another user's account does not exist.
+Each listing runs a fixed number of queries whatever its size (the page with its total,
+``paging.fetch_page``, and for accounts their newest balances in one more); another user's
+account does not exist.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from dashtam.core.errors import NotFoundError
 from dashtam.models import Account, BalanceSnapshot, Position, Provider, Transaction
 from dashtam.services.context import UserRef
+from dashtam.services.paging import fetch_page, paged
 
 
 def _owned_by(user: UserRef) -> ColumnElement[bool]:
@@ -55,14 +57,16 @@ async def list_accounts(
     query = select(Account).where(_owned_by(user))
     if provider_id is not None:
         query = query.where(Account.provider_id == provider_id)
-    total = await session.scalar(select(func.count()).select_from(query.subquery()))
-    accounts = list(
-        await session.scalars(
-            query.order_by(Account.created_at, Account.id).offset((page - 1) * size).limit(size)
-        )
+    rows, total = await fetch_page(
+        on=session,
+        statement=paged(query.order_by(Account.created_at, Account.id)),
+        params={},
+        page=page,
+        size=size,
     )
+    accounts: list[Account] = [row[0] for row in rows]
     balances = await _latest_balances(session, [account.id for account in accounts])
-    return [(account, balances.get(account.id)) for account in accounts], int(total or 0)
+    return [(account, balances.get(account.id)) for account in accounts], total
 
 
 async def get_account(*, session: AsyncSession, user: UserRef, account_id: uuid.UUID) -> Account:
@@ -113,13 +117,14 @@ async def list_transactions(
         query = query.where(Transaction.posted_at <= until)
     if type is not None:
         query = query.where(Transaction.type == type)
-    total = await session.scalar(select(func.count()).select_from(query.subquery()))
-    rows = await session.scalars(
-        query.order_by(Transaction.posted_at.desc(), Transaction.id.desc())
-        .offset((page - 1) * size)
-        .limit(size)
+    rows, total = await fetch_page(
+        on=session,
+        statement=paged(query.order_by(Transaction.posted_at.desc(), Transaction.id.desc())),
+        params={},
+        page=page,
+        size=size,
     )
-    return list(rows), int(total or 0)
+    return [row[0] for row in rows], total
 
 
 async def list_balances(
@@ -127,16 +132,15 @@ async def list_balances(
 ) -> tuple[list[BalanceSnapshot], int]:
     """The account's balance snapshots, one per sync, newest first."""
     account = await get_account(session=session, user=user, account_id=account_id)
-    total = await session.scalar(
-        select(func.count())
-        .select_from(BalanceSnapshot)
-        .where(BalanceSnapshot.account_id == account.id)
+    rows, total = await fetch_page(
+        on=session,
+        statement=paged(
+            select(BalanceSnapshot)
+            .where(BalanceSnapshot.account_id == account.id)
+            .order_by(BalanceSnapshot.as_of.desc(), BalanceSnapshot.id.desc())
+        ),
+        params={},
+        page=page,
+        size=size,
     )
-    rows = await session.scalars(
-        select(BalanceSnapshot)
-        .where(BalanceSnapshot.account_id == account.id)
-        .order_by(BalanceSnapshot.as_of.desc(), BalanceSnapshot.id.desc())
-        .offset((page - 1) * size)
-        .limit(size)
-    )
-    return list(rows), int(total or 0)
+    return [row[0] for row in rows], total
