@@ -311,3 +311,110 @@ Base.metadata.create_all(create_engine({dev.sync_url!r}))
     assert "From: myapp.py:" in out
     assert "conftest.py:1 in <module>" in out
     dev.assert_untouched()
+
+
+def test_a_run_activated_by_its_fixtures_alone_stops_if_code_connected_before(
+    pytester: pytest.Pytester, developer_database: DeveloperDatabase
+) -> None:
+    """No pgharness setting at all: pgharness becomes active only when collection shows a test
+    using its fixtures, after the test modules were imported. An app that wrote to the
+    developer's database at import cannot be stopped then, but the run must not pass: it stops
+    naming the connection, where it came from, and the setting that would have prevented it."""
+    dev = developer_database
+    pytester.makepyfile(
+        myapp=f"""
+        import asyncpg
+
+        DEV = {dev.libpq_url!r}
+
+
+        async def create_tables():
+            connection = await asyncpg.connect(DEV)
+            await connection.execute("CREATE TABLE IF NOT EXISTS imported (id int)")
+            await connection.close()
+        """
+    )
+    pytester.makepyfile(
+        test_app="""
+        import asyncio
+
+        import myapp
+
+        asyncio.run(myapp.create_tables())
+
+
+        def test_uses_pgharness(db):
+            pass
+        """
+    )
+    pytester.makeini("[pytest]\n")
+    result = pytester.runpytest("-p", "no:randomly")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, result.stdout.str()
+    out = "\n".join(result.outlines + result.errlines)
+    assert "pgharness stopped the run: before it became active" in out
+    assert f"{dev.name}, opened by asyncpg.connect(), from myapp.py:" in out
+    assert "test_app.py:5 in <module>" in out
+    assert "pgharness_sessionmakers" in out
+    assert "passed" not in result.outlines[-1]
+    assert dev.tables() == ["public.imported"]  # the write could not be stopped, only reported
+
+    # The same import in a run whose tests never use pgharness: pgharness stays out of it.
+    pytester.makepyfile(
+        test_app=pytester.path.joinpath("test_app.py").read_text().replace("(db)", "()")
+    )
+    quiet = pytester.runpytest("-p", "no:randomly")
+    quiet.assert_outcomes(passed=1)
+    assert "pgharness stopped" not in quiet.stdout.str()
+
+
+def test_engines_whose_creator_calls_psycopg2_or_pg8000_are_blocked(
+    pytester: pytest.Pytester, developer_database: DeveloperDatabase
+) -> None:
+    """``create_engine(..., creator=...)`` hands SQLAlchemy a connection it did not open, so its
+    connect event never sees where it goes: the drivers themselves are hooked."""
+    dev = developer_database
+    _project(pytester, dev)
+    host, port = "127.0.0.1", int(dev.libpq_url.rsplit(":", 1)[1].split("/")[0])
+    pytester.makepyfile(
+        test_creators=f"""
+        import pg8000.native
+        import psycopg2
+        from sqlalchemy import create_engine, text
+
+        psycopg2_engine = create_engine(
+            "postgresql+psycopg2://", creator=lambda: psycopg2.connect({dev.libpq_url!r})
+        )
+        pg8000_engine = create_engine(
+            "postgresql+pg8000://",
+            creator=lambda: pg8000.dbapi.connect(
+                user="postgres", host={host!r}, port={port}, database={dev.name!r}
+            ),
+        )
+
+
+        def test_psycopg2_creator(db):
+            with psycopg2_engine.begin() as connection:
+                connection.execute(text("INSERT INTO users (email) VALUES ('a@example.com')"))
+
+
+        def test_pg8000_creator(db):
+            with pg8000_engine.begin() as connection:
+                connection.execute(text("INSERT INTO users (email) VALUES ('b@example.com')"))
+
+
+        def test_pg8000_native(db):
+            pg8000.native.Connection("postgres", host={host!r}, port={port}, database={dev.name!r})
+        """
+    )
+    result = pytester.runpytest("-p", "no:randomly")
+    result.assert_outcomes(failed=3)
+    out = result.stdout.str()
+    assert (
+        out.count(
+            f"pgharness stopped a connection to postgresql://postgres@127.0.0.1:{port}/{dev.name}"
+        )
+        >= 3
+    )
+    assert "Opened by: psycopg2.connect()." in out or "Opened by: a SQLAlchemy engine" in out
+    assert "pg8000.connect()" in out
+    dev.assert_untouched()

@@ -7,7 +7,9 @@ passes one check at connect time, before any byte reaches a server:
   listened on every engine);
 - asyncpg and psycopg connections however they are asked for (``asyncpg.connect``, its pools,
   ``psycopg.connect`` / ``psycopg.AsyncConnection.connect``, psycopg's pools, a ``connect``
-  imported by name before the blocker was on): hooked where every one of them passes.
+  imported by name before the blocker was on): hooked where every one of them passes;
+- psycopg2 and pg8000, when installed (``psycopg2.connect``, pg8000's ``connect`` and
+  ``native.Connection``), so that an engine's ``creator=`` calling them is stopped as well.
 
 A connection is let through when it goes to a database pgharness named itself (``_names``:
 template, worker clone, pooled clone), when pgharness opens it for its own work
@@ -19,8 +21,11 @@ app swallowed the error (a 500, a retry loop) still fails.
 
 The blocker is on from ``activate`` to ``deactivate``: when a setting activates pgharness,
 from before the first ``conftest.py`` loads (an app imported there may connect at import time)
-to the run's unconfigure; otherwise from the first test that uses pgharness. Nested pytest runs
-in one process stack their policies.
+to the run's unconfigure; otherwise from the first test that uses pgharness. Before that, a run
+with no setting is only ``watch``ed: connections pass, but those that would have been stopped
+are remembered, and ``activate`` returns them so that the run can stop loudly instead of
+passing after code wrote to a database pgharness did not create (at import, during collection).
+Nested pytest runs in one process stack their policies; the innermost decides.
 """
 
 from __future__ import annotations
@@ -37,11 +42,12 @@ from typing import Any
 from ._config import ServerUrl
 from ._errors import UnmanagedDatabaseError
 from ._names import CLONE_NAME, TEMPLATE_NAME
-from ._openers import describe_opener
+from ._openers import describe_opener, user_frames
 
 __all__ = [
     "BlockedConnection",
     "Destination",
+    "EscapedConnection",
     "Policy",
     "activate",
     "blocked_since",
@@ -50,6 +56,7 @@ __all__ = [
     "is_active",
     "template_build",
     "test_isolation",
+    "watch",
 ]
 
 _LOCAL_HOSTS = frozenset({"", "localhost", "127.0.0.1", "::1"})
@@ -122,10 +129,39 @@ class BlockedConnection:
     message: str
 
 
+@dataclass(frozen=True)
+class EscapedConnection:
+    """A connection let through while a run was only watched, that the blocker would stop."""
+
+    destination: Destination
+    how: str
+    #: ``file:line in function`` of the project's code that asked, innermost first.
+    frames: tuple[str, ...]
+
+    def describe(self) -> str:
+        where = f", from {' <- '.join(self.frames)}" if self.frames else ""
+        return f"{self.destination.masked_url}, opened by {self.how}{where}"
+
+
+# A watched run remembers this many escapes in full (and counts the rest): enough to name the
+# culprits without a run that is not using pgharness paying for many connections.
+_ESCAPES_KEPT = 5
+
+
+@dataclass
+class _Run:
+    """One pytest run's place on the stack: its policy, and whether it blocks or only watches."""
+
+    policy: Policy
+    blocking: bool
+    escaped: list[EscapedConnection] = field(default_factory=list)
+    escaped_count: int = 0
+
+
 @dataclass
 class _State:
     lock: threading.RLock = field(default_factory=threading.RLock)
-    policies: list[Policy] = field(default_factory=list)
+    runs: list[_Run] = field(default_factory=list)
     restore: list[Callable[[], None]] = field(default_factory=list)
     blocked: list[BlockedConnection] = field(default_factory=list)
     #: The template being built (a label, and the Alembic env.py when there is one).
@@ -141,28 +177,53 @@ _internal = threading.local()
 # -- switching on and off ----------------------------------------------------------------------
 
 
-def activate(policy: Policy) -> None:
-    """Turn the blocker on with ``policy`` (the innermost of nested runs decides)."""
+def watch(policy: Policy) -> None:
+    """Let connections through for the run of ``policy``, remembering those ``activate`` would
+    have stopped."""
+    _push(_Run(policy, blocking=False))
+
+
+def activate(policy: Policy) -> tuple[list[EscapedConnection], int]:
+    """Turn the blocker on with ``policy``. When the run was watched until now, returns what
+    escaped meanwhile: the first few connections in full, and how many there were."""
     with _state.lock:
-        _state.policies.append(policy)
-        if len(_state.policies) == 1:
-            _install_hooks()
+        run = _run_of(policy)
+        if run is None:
+            _push(_Run(policy, blocking=True))
+            return [], 0
+        escaped, count = (list(run.escaped), run.escaped_count) if not run.blocking else ([], 0)
+        run.blocking = True
+        run.escaped.clear()
+        run.escaped_count = 0
+        return escaped, count
 
 
 def deactivate(policy: Policy) -> None:
-    """Undo one ``activate``; the hooks come off with the last one."""
+    """Undo one ``watch`` or ``activate``; the hooks come off with the last run."""
     with _state.lock:
-        if policy in _state.policies:
-            # Remove the last occurrence: nested runs unwind innermost first.
-            index = len(_state.policies) - 1 - _state.policies[::-1].index(policy)
-            del _state.policies[index]
-        if not _state.policies:
+        run = _run_of(policy)
+        if run is not None:
+            _state.runs.remove(run)
+        if not _state.runs:
             while _state.restore:
                 _state.restore.pop()()
 
 
 def is_active() -> bool:
-    return bool(_state.policies)
+    with _state.lock:
+        return bool(_state.runs) and _state.runs[-1].blocking
+
+
+def _push(run: _Run) -> None:
+    with _state.lock:
+        _state.runs.append(run)
+        if len(_state.runs) == 1:
+            _install_hooks()
+
+
+def _run_of(policy: Policy) -> _Run | None:
+    # By identity, innermost first: nested runs may hold equal policies.
+    return next((run for run in reversed(_state.runs) if run.policy is policy), None)
 
 
 @contextlib.contextmanager
@@ -223,12 +284,16 @@ def check(destination: Destination, how: str, dialect: object | None = None) -> 
     if getattr(_internal, "depth", 0) or destination.is_pgharness_database():
         return
     with _state.lock:
-        if not _state.policies:
+        if not _state.runs:
             return
-        policy = _state.policies[-1]
+        run = _state.runs[-1]
+        policy = run.policy
         build = _state.build
         isolated = _state.isolated_tests > 0
     if any(destination.matches(allowed) for allowed in policy.allow):
+        return
+    if not run.blocking:
+        _remember_escape(run, destination, how)
         return
     opener = describe_opener(dialect, policy, isolated=isolated, build=build, how=how)
     message = (
@@ -240,6 +305,39 @@ def check(destination: Destination, how: str, dialect: object | None = None) -> 
     with _state.lock:
         _state.blocked.append(BlockedConnection(destination, message))
     raise UnmanagedDatabaseError(message)
+
+
+def _remember_escape(run: _Run, destination: Destination, how: str) -> None:
+    with _state.lock:
+        if run.escaped_count >= _ESCAPES_KEPT:
+            run.escaped_count += 1
+            return
+    frames = tuple(user_frames(run.policy.rootpath))
+    with _state.lock:
+        # One connection can pass two hooks (an engine's do_connect, then its driver's).
+        if any(e.destination == destination and e.frames == frames for e in run.escaped):
+            return
+        run.escaped_count += 1
+        if len(run.escaped) < _ESCAPES_KEPT:
+            run.escaped.append(EscapedConnection(destination, how, frames))
+
+
+def escaped_before_activation_message(escaped: list[EscapedConnection], count: int) -> str:
+    """Why a run that was only watched stops when pgharness becomes active in it."""
+    listed = "\n".join(f"  {connection.describe()}" for connection in escaped)
+    more = f"\n  ... and {count - len(escaped)} more" if count > len(escaped) else ""
+    return (
+        "pgharness stopped the run: before it became active, code in this run connected to a "
+        "database pgharness did not create, so anything written there was real (it may be your "
+        f"development database):\n{listed}{more}\n"
+        "pgharness became active only when it found tests that use its fixtures: with no "
+        "pgharness_* setting it cannot stop connections made earlier, at import or while tests "
+        "are collected. Fix: set pgharness_sessionmakers in [tool.pytest.ini_options] (the "
+        "sessionmakers your app gets its sessions from), so that the blocker is on before the "
+        "first conftest.py loads and such a connection fails before it is made; better still, "
+        "make the app connect when it is used rather than when it is imported. To reach that "
+        "database on purpose, list it in pgharness_allow_urls."
+    )
 
 
 def _default_user() -> str | None:
@@ -292,6 +390,8 @@ def _install_hooks() -> None:
     _hook_sqlalchemy()
     _hook_asyncpg()
     _hook_psycopg()
+    _hook_psycopg2()
+    _hook_pg8000()
 
 
 def _on_do_connect(dialect: Any, conn_rec: Any, cargs: Any, cparams: dict[str, Any]) -> None:
@@ -363,5 +463,53 @@ def _hook_psycopg() -> None:
     def restore() -> None:
         psycopg.Connection._get_connection_params = sync_original  # type: ignore[method-assign]
         psycopg.AsyncConnection._get_connection_params = async_original  # type: ignore[method-assign]
+
+    _state.restore.append(restore)
+
+
+def _hook_psycopg2() -> None:
+    # ``psycopg2.connect`` (however it was imported) builds a libpq string and hands it to the
+    # module's ``_connect``, looked up at each call.
+    try:
+        import psycopg2
+    except ImportError:
+        return
+    original = psycopg2._connect
+
+    def _connect(dsn: str, *args: Any, **kwargs: Any) -> Any:
+        check(destination_from(_params_of_call(dsn, {})), "psycopg2.connect()")
+        return original(dsn, *args, **kwargs)
+
+    psycopg2._connect = _connect
+
+    def restore() -> None:
+        psycopg2._connect = original
+
+    _state.restore.append(restore)
+
+
+def _hook_pg8000() -> None:
+    # Every pg8000 connection (``pg8000.connect``, ``pg8000.dbapi``, ``pg8000.native``) is a
+    # ``CoreConnection`` whose ``__init__`` opens the socket.
+    try:
+        from pg8000.core import CoreConnection
+    except ImportError:
+        return
+    original = CoreConnection.__init__
+
+    def __init__(self: Any, user: str, *args: Any, **kwargs: Any) -> None:
+        params = dict(zip(("host", "database", "port"), args, strict=False))
+        params.update({k: kwargs[k] for k in ("host", "database", "port") if k in kwargs})
+        if kwargs.get("unix_sock"):
+            params["host"] = os.path.dirname(kwargs["unix_sock"])
+        params.setdefault("host", "localhost")
+        params.setdefault("port", 5432)
+        check(destination_from({"user": user, **params}), "pg8000.connect()")
+        original(self, user, *args, **kwargs)
+
+    CoreConnection.__init__ = __init__
+
+    def restore() -> None:
+        CoreConnection.__init__ = original
 
     _state.restore.append(restore)

@@ -12,7 +12,7 @@ from ._activation import ActiveTest, SessionState, activate, check_app_objects, 
 from ._clients import HarnessTestClient, open_async_client, resolve_app
 from ._config import Settings
 from ._databases import PgDatabase
-from ._errors import PgHarnessError
+from ._errors import PgHarnessError, UnmanagedDatabaseError
 from ._harness import Harness
 from ._isolation import IsolationMode, required_mode
 from ._portal import BlockingSession
@@ -46,12 +46,27 @@ BLOCKING_KEY = pytest.StashKey[bool]()
 REQUIRED_MODE_KEY = pytest.StashKey[IsolationMode | None]()
 
 
-def block_unmanaged_databases(config: pytest.Config) -> None:
-    """From now until the end of the run, only pgharness's databases can be reached."""
+def watch_for_escapes(config: pytest.Config) -> None:
+    """Until pgharness becomes active in this run, remember connections it would have stopped."""
     policy = config.stash.get(POLICY_KEY, None)
     if policy is not None and not config.stash.get(BLOCKING_KEY, False):
-        blocker.activate(policy)
+        blocker.watch(policy)
         config.stash[BLOCKING_KEY] = True
+
+
+def block_unmanaged_databases(config: pytest.Config) -> None:
+    """From now until the end of the run, only pgharness's databases can be reached.
+
+    Raises ``UnmanagedDatabaseError`` when the run was only watched until now and code
+    already connected to a database pgharness did not create.
+    """
+    policy = config.stash.get(POLICY_KEY, None)
+    if policy is None:
+        return
+    escaped, count = blocker.activate(policy)
+    config.stash[BLOCKING_KEY] = True
+    if escaped:
+        raise UnmanagedDatabaseError(blocker.escaped_before_activation_message(escaped, count))
 
 
 def start_or_stop(harness: Harness, session: pytest.Session) -> str | None:
@@ -62,8 +77,8 @@ def start_or_stop(harness: Harness, session: pytest.Session) -> str | None:
     stop and returns the message: the controller then ends the run with it, once.
     """
     __tracebackhide__ = True
-    block_unmanaged_databases(session.config)  # before the template build runs any code
     try:
+        block_unmanaged_databases(session.config)  # before the template build runs any code
         # A wrong setting stops the run before the server starts.
         makers = check_app_objects(harness.settings)
         session.config.stash[REQUIRED_MODE_KEY] = required_mode(makers)

@@ -34,6 +34,7 @@ from .fixtures import (
     block_unmanaged_databases,
     start_or_stop,
     stop_run,
+    watch_for_escapes,
 )
 
 
@@ -147,7 +148,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _settings_and_blocker(config: pytest.Config) -> Settings | None:
-    """The run's settings (read once); the blocker goes on if a setting activates pgharness."""
+    """The run's settings (read once); the blocker goes on if a setting activates pgharness,
+    otherwise it watches."""
     if SETTINGS_KEY in config.stash:
         return config.stash[SETTINGS_KEY]
     if command_line_option(config, "pg_doctor", False):
@@ -169,6 +171,10 @@ def _settings_and_blocker(config: pytest.Config) -> Settings | None:
         key.startswith("pgharness") for key in ini_keys(config)
     ):
         block_unmanaged_databases(config)
+    else:
+        # Active only if some test uses pgharness: what connects before then is remembered,
+        # and stops the run if that happens.
+        watch_for_escapes(config)
     return settings
 
 
