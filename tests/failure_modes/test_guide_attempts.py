@@ -24,7 +24,13 @@ from tests.failure_modes.guide_project import (
 pytestmark = pytest.mark.pg_isolation("database")  # inner runs commit for real
 
 INNER_TESTS = TESTS.count("\nasync def test_")
-QUIET = ("-p", "no:randomly", "-p", "no:cacheprovider", "-p", "no:xdist")
+# The guide's project has none of Dashtam's test tools (schemathesis loads Hypothesis: a second
+# of CPU per run). Python's own traceback format still shows each error's message; pytest's,
+# which reads the source of every frame through SQLAlchemy, costs seconds per failing test.
+QUIET = (
+    *("-p", "no:randomly", "-p", "no:cacheprovider", "-p", "no:xdist"),
+    *("-p", "no:schemathesis", "-p", "no:hypothesispytest", "--tb=native"),
+)
 
 
 @pytest.mark.parametrize("attempt", ATTEMPTS, ids=lambda a: f"step{a.step}")

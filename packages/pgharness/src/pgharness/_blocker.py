@@ -32,7 +32,10 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import importlib.abc
+import importlib.util
 import os
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -390,8 +393,53 @@ def _install_hooks() -> None:
     _hook_sqlalchemy()
     _hook_asyncpg()
     _hook_psycopg()
-    _hook_psycopg2()
-    _hook_pg8000()
+    # Rarely used beside SQLAlchemy (whose engines the first hook covers): hooked when they
+    # are imported, so that a run that never imports them does not pay for importing them.
+    _when_imported("psycopg2", _hook_psycopg2)
+    _when_imported("pg8000.core", _hook_pg8000)
+
+
+class _AfterImport(importlib.abc.MetaPathFinder):
+    """Runs ``then`` right after module ``name`` is first imported."""
+
+    def __init__(self, name: str, then: Callable[[], None]) -> None:
+        self.name = name
+        self.then = then
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
+        if fullname != self.name:
+            return None
+        sys.meta_path.remove(self)  # find the real spec without finding ourselves
+        spec = importlib.util.find_spec(fullname)
+        if spec is None or spec.loader is None:
+            return spec
+        loader, then = spec.loader, self.then
+
+        class _Loader(importlib.abc.Loader):
+            def create_module(self, spec: Any) -> Any:
+                return loader.create_module(spec)
+
+            def exec_module(self, module: Any) -> None:
+                module.__loader__ = module.__spec__.loader = loader  # the real one, from now on
+                loader.exec_module(module)
+                then()
+
+        spec.loader = _Loader()
+        return spec
+
+
+def _when_imported(name: str, hook: Callable[[], None]) -> None:
+    if name in sys.modules:
+        hook()
+        return
+    finder = _AfterImport(name, hook)
+    sys.meta_path.insert(0, finder)
+
+    def restore() -> None:
+        if finder in sys.meta_path:
+            sys.meta_path.remove(finder)
+
+    _state.restore.append(restore)
 
 
 def _on_do_connect(dialect: Any, conn_rec: Any, cargs: Any, cparams: dict[str, Any]) -> None:
