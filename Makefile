@@ -48,7 +48,11 @@ run: $(STAMP)  ## Serve Dashtam on http://127.0.0.1:8000 with a job worker (embe
 	$(BIN)/dashtam serve --worker
 
 # The benchmarks' check (`make test-bench`, a miniature `make bench`) runs in CI (`make ci-test`).
-test: test-dashtam test-pgharness  ## Dashtam's and pgharness's suites, each on two workers
+# The two suites run at once, each on TEST_WORKERS workers: much of each one's time is spent
+# waiting (for the subprocesses and servers its tests start), which the other fills. Each
+# suite's output is shown whole, when it ends.
+test: $(STAMP)  ## Dashtam's and pgharness's suites, at once, each on two workers
+	@$(MAKE) --no-print-directory -j2 --output-sync=target test-dashtam test-pgharness
 
 test-dashtam: $(STAMP)
 	$(PYTEST) tests -n $(TEST_WORKERS) $(PYTEST_ARGS)
