@@ -6,12 +6,14 @@ pool, a thread hop per request for work that never blocks.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Annotated
 
 import httpx
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from dashtam.core import db
 from dashtam.core.config import Settings, get_settings
@@ -20,16 +22,6 @@ from dashtam.services import auth as auth_service
 from dashtam.services.context import HttpClientFactory, RequestContext, http_clients
 
 SessionDep = Annotated[AsyncSession, Depends(db.get_session)]
-
-
-async def get_read_session(session: SessionDep) -> AsyncSession:
-    """The request's session (the same one ``SessionDep`` gives), for routes that only read."""
-    return await db.read_only(session)
-
-
-# Routes that only read: their statements run without BEGIN / ROLLBACK (``db.read_only``).
-# Declared before ``CurrentUser``, authentication reads on the same connection.
-ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session)]
 
 
 async def current_settings() -> Settings:
@@ -44,15 +36,22 @@ _bearer = HTTPBearer(auto_error=False)
 BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
+def _access_token(credentials: HTTPAuthorizationCredentials | None) -> str:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise UnauthorizedError("Send an access token: Authorization: Bearer <token>.")
+    return credentials.credentials
+
+
 async def _authenticate(
     session: AsyncSession, settings: Settings, credentials: HTTPAuthorizationCredentials | None
 ) -> auth_service.Authenticated:
-    if credentials is None or credentials.scheme.lower() != "bearer":
-        raise UnauthorizedError("Send an access token: Authorization: Bearer <token>.")
+    access_token = _access_token(credentials)
     # A read that no transaction needs: a route that writes then begins its own.
     async with db.reading_briefly(session):
         return await auth_service.authenticate(
-            session=session, access_token=credentials.credentials, settings=settings
+            connection=await db.connection_of(session),
+            access_token=access_token,
+            settings=settings,
         )
 
 
@@ -74,6 +73,34 @@ async def get_current_user(
 
 
 CurrentUser = Annotated[auth_service.CallerUser, Depends(get_current_user)]
+
+
+@dataclass(frozen=True, slots=True)
+class Reader:
+    """What a route that only reads works with: the caller, and a connection whose
+    statements autocommit (``db.reading``: Core statements, no session)."""
+
+    caller: auth_service.Authenticated
+    connection: AsyncConnection
+
+    @property
+    def user(self) -> auth_service.CallerUser:
+        return self.caller.user
+
+
+async def get_reader(credentials: BearerDep) -> AsyncIterator[Reader]:
+    access_token = _access_token(credentials)
+    async with db.reading() as connection:
+        caller = await auth_service.authenticate(
+            connection=connection, access_token=access_token, settings=get_settings()
+        )
+        yield Reader(caller, connection)
+
+
+# Everything a read needs from one dependency: each level of dependencies costs FastAPI a
+# resolution on every request. ``scope="function"``: the connection goes back to the pool as
+# soon as the route returns, before its answer is serialised and sent.
+ReaderDep = Annotated[Reader, Depends(get_reader, scope="function")]
 
 
 async def get_request_context(request: Request, settings: SettingsDep) -> RequestContext:

@@ -11,14 +11,15 @@ import uuid
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import bindparam, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from dashtam.core import db
 from dashtam.models import AuditLog
+from dashtam.schemas.audit import AuditLogPublic, AuditLogsPublic
 from dashtam.services.context import RequestContext, UserRef
 from dashtam.services.paging import fetch_page, paged
-from dashtam.services.providers import get_provider
+from dashtam.services.providers import OWNED_PROVIDER, require_provider
 
 _log = logging.getLogger("dashtam.audit")
 
@@ -122,17 +123,37 @@ def _printable(text: str) -> str:
 
 
 async def list_audit_logs(
-    *, session: AsyncSession, user: UserRef, provider_id: uuid.UUID, page: int, size: int
-) -> tuple[list[AuditLog], int]:
-    await get_provider(session=session, user=user, provider_id=provider_id)
+    *, connection: AsyncConnection, user: UserRef, provider_id: uuid.UUID, page: int, size: int
+) -> AuditLogsPublic:
+    """A page of the provider's audit trail, newest first; 404 unless the provider is the
+    user's (asked only when the page is empty: the page is read through that ownership)."""
     rows, total = await fetch_page(
-        on=session, statement=_PAGE, params={"provider_id": provider_id}, page=page, size=size
+        on=connection,
+        statement=_PAGE,
+        params={"provider_id": provider_id, "user_id": user.id},
+        page=page,
+        size=size,
     )
-    return [row[0] for row in rows], total
+    if not rows:
+        await require_provider(connection=connection, user=user, provider_id=provider_id)
+    return AuditLogsPublic(
+        items=[AuditLogPublic.model_validate(row) for row in rows],
+        total=total,
+        page=page,
+        size=size,
+    )
 
 
 _PAGE = paged(
-    select(AuditLog)
-    .where(AuditLog.provider_id == bindparam("provider_id"))
+    select(
+        AuditLog.id,
+        AuditLog.provider_id,
+        AuditLog.action,
+        AuditLog.details,
+        AuditLog.ip_address,
+        AuditLog.user_agent,
+        AuditLog.created_at,
+    )
+    .where(AuditLog.provider_id.in_(OWNED_PROVIDER))
     .order_by(AuditLog.created_at.desc(), AuditLog.id.desc())
 )

@@ -14,17 +14,24 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from dashtam.core import db, security
+from dashtam.core import security
 from dashtam.core.clock import utcnow
 from dashtam.core.config import Settings
 from dashtam.core.errors import ConflictError, ForbiddenError, NotFoundError, UnauthorizedError
 from dashtam.models import AuthRefreshToken, AuthSession, User
-from dashtam.schemas.auth import PasswordChange, TokenPair, UserLogin, UserRegister
+from dashtam.schemas.auth import (
+    PasswordChange,
+    SessionPublic,
+    SessionsPublic,
+    TokenPair,
+    UserLogin,
+    UserRegister,
+)
 from dashtam.services import login_throttle
 from dashtam.services.audit import AuditAction, record_separately
-from dashtam.services.context import RequestContext, UserRef
+from dashtam.services.context import RequestContext
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,7 +264,7 @@ async def _end_sessions(
 
 
 # Every authenticated request runs it: built once (services/paging.py says why), and run on
-# the session's connection as a Core statement, its row read into ``CallerUser``.
+# the request's connection as a Core statement, its row read into ``CallerUser``.
 _CALLER = (
     select(
         User.id, User.email, User.name, User.password_hash, User.created_at, AuthSession.revoked_at
@@ -268,14 +275,13 @@ _CALLER = (
 
 
 async def authenticate(
-    *, session: AsyncSession, access_token: str, settings: Settings
+    *, connection: AsyncConnection, access_token: str, settings: Settings
 ) -> Authenticated:
     """Who an access token belongs to (401 when it, its session or its user is gone)."""
     try:
         claims = security.decode_access_token(access_token, secret=settings.signing_key)
     except security.InvalidTokenError as exc:
         raise UnauthorizedError(f"Access token is invalid: {exc}.") from None
-    connection = await db.connection_of(session)
     found = (
         await connection.execute(
             _CALLER, {"user_id": claims.user_id, "session_id": claims.session_id}
@@ -294,13 +300,32 @@ async def authenticate(
     )
 
 
-async def list_sessions(*, session: AsyncSession, user: UserRef) -> list[AuthSession]:
-    """The user's open sessions, most recently used first."""
-    return list(await session.scalars(_OPEN_SESSIONS, {"user_id": user.id}))
+async def list_sessions(*, connection: AsyncConnection, caller: Authenticated) -> SessionsPublic:
+    """The caller's open sessions, most recently used first; the caller's own one marked."""
+    rows = await connection.execute(_OPEN_SESSIONS, {"user_id": caller.user.id})
+    return SessionsPublic(
+        items=[
+            SessionPublic(
+                id=row.id,
+                created_at=row.created_at,
+                last_used_at=row.last_used_at,
+                client=row.user_agent,
+                ip_address=row.ip_address,
+                current=row.id == caller.session_id,
+            )
+            for row in rows
+        ]
+    )
 
 
 _OPEN_SESSIONS = (
-    select(AuthSession)
+    select(
+        AuthSession.id,
+        AuthSession.created_at,
+        AuthSession.last_used_at,
+        AuthSession.user_agent,
+        AuthSession.ip_address,
+    )
     .where(AuthSession.user_id == bindparam("user_id"), AuthSession.revoked_at.is_(None))
     .order_by(AuthSession.last_used_at.desc(), AuthSession.id)
 )

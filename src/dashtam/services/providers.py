@@ -6,10 +6,9 @@ import uuid
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import contains_eager
 
-from dashtam.core import db
 from dashtam.core.config import Settings
 from dashtam.core.errors import ConflictError, NotFoundError, UnprocessableError
 from dashtam.models import Provider, ProviderConnection
@@ -28,7 +27,7 @@ def list_provider_types() -> list[ProviderType]:
     return list(PROVIDER_TYPES.values())
 
 
-def _not_found(provider_id: uuid.UUID) -> NotFoundError:
+def provider_not_found(provider_id: uuid.UUID) -> NotFoundError:
     return NotFoundError(f"Provider {provider_id} was not found.")
 
 
@@ -100,6 +99,10 @@ _PUBLIC_PAGE = paged(
 _PUBLIC_ONE = _PUBLIC.where(
     Provider.id == bindparam("provider_id"), Provider.user_id == bindparam("user_id")
 )
+# The provider's id, when it is the user's: reads of a provider's rows go through it.
+OWNED_PROVIDER = select(Provider.id).where(
+    Provider.id == bindparam("provider_id"), Provider.user_id == bindparam("user_id")
+)
 _ONE = _WITH_CONNECTION.where(
     Provider.id == bindparam("provider_id"), Provider.user_id == bindparam("user_id")
 ).execution_options(populate_existing=True)
@@ -109,11 +112,11 @@ _ONE_WITH_TOKEN = _ONE.outerjoin(ProviderConnection.token).options(
 
 
 async def list_providers(
-    *, session: AsyncSession, user: UserRef, page: int, size: int
+    *, connection: AsyncConnection, user: UserRef, page: int, size: int
 ) -> ProvidersPublic:
     """A page of the user's providers with their connections' status, and how many there are."""
     rows, total = await fetch_page(
-        on=await db.connection_of(session),
+        on=connection,
         statement=_PUBLIC_PAGE,
         params={"user_id": user.id},
         page=page,
@@ -124,16 +127,26 @@ async def list_providers(
 
 
 async def show_provider(
-    *, session: AsyncSession, user: UserRef, provider_id: uuid.UUID
+    *, connection: AsyncConnection, user: UserRef, provider_id: uuid.UUID
 ) -> ProviderPublic:
     """What the user sees of their provider; else 404."""
-    connection = await db.connection_of(session)
     row = (
         await connection.execute(_PUBLIC_ONE, {"provider_id": provider_id, "user_id": user.id})
     ).first()
     if row is None:
-        raise _not_found(provider_id)
+        raise provider_not_found(provider_id)
     return ProviderPublic.model_validate(row)
+
+
+async def require_provider(
+    *, connection: AsyncConnection, user: UserRef, provider_id: uuid.UUID
+) -> None:
+    """404 unless the provider is the user's."""
+    found = await connection.scalar(
+        OWNED_PROVIDER, {"provider_id": provider_id, "user_id": user.id}
+    )
+    if found is None:
+        raise provider_not_found(provider_id)
 
 
 async def get_provider(
@@ -148,7 +161,7 @@ async def get_provider(
         {"provider_id": provider_id, "user_id": user.id},
     )
     if provider is None:
-        raise _not_found(provider_id)
+        raise provider_not_found(provider_id)
     return provider
 
 
@@ -161,7 +174,7 @@ async def lock_connection(*, session: AsyncSession, user: UserRef, provider_id: 
         .with_for_update(of=ProviderConnection)
     )
     if locked is None:
-        raise _not_found(provider_id)
+        raise provider_not_found(provider_id)
 
 
 async def rename_provider(
