@@ -7,6 +7,7 @@ server: ``uvicorn dashtam.main:app``.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -41,9 +42,15 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
         # Alembic runs its own event loop: give it a thread.
         await asyncio.to_thread(upgrade_to_head, settings.database_url)
+    # What start-up built (modules, the app, SQLAlchemy's and pydantic's schemas: some 120,000
+    # objects) lives as long as the process. Out of the collector's way, a full collection
+    # walks only what requests left behind, instead of stalling every request in flight for
+    # 100 ms while it walks them all.
+    gc.freeze()
     try:
         yield
     finally:
+        gc.unfreeze()
         # Pooled connections belong to this loop; the next start may run on another one.
         await db.engine.dispose()
 
