@@ -7,19 +7,20 @@ pool, a thread hop per request for work that never blocks.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Annotated
 
 import httpx
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from dashtam.core import db
 from dashtam.core.config import Settings, get_settings
 from dashtam.core.errors import UnauthorizedError
 from dashtam.services import auth as auth_service
+from dashtam.services.callers import Authenticated, CallerUser, access_claims
 from dashtam.services.context import HttpClientFactory, RequestContext, http_clients
+from dashtam.services.reads import Reader
 
 SessionDep = Annotated[AsyncSession, Depends(db.get_session)]
 
@@ -44,7 +45,7 @@ def _access_token(credentials: HTTPAuthorizationCredentials | None) -> str:
 
 async def _authenticate(
     session: AsyncSession, settings: Settings, credentials: HTTPAuthorizationCredentials | None
-) -> auth_service.Authenticated:
+) -> Authenticated:
     access_token = _access_token(credentials)
     # A read that no transaction needs: a route that writes then begins its own.
     async with db.reading_briefly(session):
@@ -57,44 +58,31 @@ async def _authenticate(
 
 async def get_caller(
     session: SessionDep, settings: SettingsDep, credentials: BearerDep
-) -> auth_service.Authenticated:
+) -> Authenticated:
     return await _authenticate(session, settings, credentials)
 
 
-CurrentCaller = Annotated[auth_service.Authenticated, Depends(get_caller)]
+CurrentCaller = Annotated[Authenticated, Depends(get_caller)]
 
 
 async def get_current_user(
     session: SessionDep, settings: SettingsDep, credentials: BearerDep
-) -> auth_service.CallerUser:
+) -> CallerUser:
     # Authenticates itself rather than depending on ``get_caller``: every level of
     # dependencies costs FastAPI a resolution on every request.
     return (await _authenticate(session, settings, credentials)).user
 
 
-CurrentUser = Annotated[auth_service.CallerUser, Depends(get_current_user)]
-
-
-@dataclass(frozen=True, slots=True)
-class Reader:
-    """What a route that only reads works with: the caller, and a connection whose
-    statements autocommit (``db.reading``: Core statements, no session)."""
-
-    caller: auth_service.Authenticated
-    connection: AsyncConnection
-
-    @property
-    def user(self) -> auth_service.CallerUser:
-        return self.caller.user
+CurrentUser = Annotated[CallerUser, Depends(get_current_user)]
 
 
 async def get_reader(credentials: BearerDep) -> AsyncIterator[Reader]:
-    access_token = _access_token(credentials)
+    # The token is checked here (401 before any connection is taken); its session by the
+    # read's own statement (``services.reads``). Settings straight from their cache: a read
+    # needs only the signing key.
+    claims = access_claims(_access_token(credentials), get_settings())
     async with db.reading() as connection:
-        caller = await auth_service.authenticate(
-            connection=connection, access_token=access_token, settings=get_settings()
-        )
-        yield Reader(caller, connection)
+        yield Reader(connection, claims)
 
 
 # Everything a read needs from one dependency: each level of dependencies costs FastAPI a

@@ -1,10 +1,10 @@
 """Reading a user's synced accounts: pages of accounts, positions, transactions, balances.
 
-Core statements on the request's read connection (``db.reading``), built once (paging.py
-says why), whose rows become the public schemas directly. Each read is one statement: an
-account's rows are selected through the caller's ownership of the account, and only an empty
-answer costs a second statement, to tell an account without rows from one that is not the
-caller's (404, whether it is missing or someone else's).
+Core statements for the caller (``reads.for_caller``), built once (paging.py says why), whose
+rows become the public schemas directly. Each read is one statement, the caller's
+authentication included: an account's rows are selected through the caller's ownership of
+the account, and only an empty answer costs more statements, to tell an account without rows
+from one that is not the caller's (404, whether it is missing or someone else's).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from functools import cache
 from typing import Any
 
 from sqlalchemy import Row, bindparam, select, true
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dashtam.core.errors import NotFoundError
 from dashtam.models import Account, BalanceSnapshot, Position, Provider, Transaction
@@ -30,8 +29,8 @@ from dashtam.schemas.accounts import (
     TransactionPublic,
     TransactionsPublic,
 )
-from dashtam.services.context import UserRef
-from dashtam.services.paging import AnySelect, fetch_page, paged
+from dashtam.services.paging import paged
+from dashtam.services.reads import CallerSelect, Reader, for_caller
 
 _OWNED_ACCOUNTS = select(Account.id).join(Provider, Provider.id == Account.provider_id)
 _OWNED = _OWNED_ACCOUNTS.where(
@@ -66,15 +65,17 @@ _ACCOUNTS = (
     .outerjoin(_NEWEST_BALANCE, true())
     .where(Provider.user_id == bindparam("user_id"))
 )
-_ACCOUNTS_PAGE = paged(_ACCOUNTS.order_by(Account.created_at, Account.id))
-_PROVIDERS_ACCOUNTS_PAGE = paged(
-    _ACCOUNTS.where(Account.provider_id == bindparam("provider_id")).order_by(
-        Account.created_at, Account.id
+_ACCOUNTS_PAGE = for_caller(paged(_ACCOUNTS.order_by(Account.created_at, Account.id)))
+_PROVIDERS_ACCOUNTS_PAGE = for_caller(
+    paged(
+        _ACCOUNTS.where(Account.provider_id == bindparam("provider_id")).order_by(
+            Account.created_at, Account.id
+        )
     )
 )
-_ONE_ACCOUNT = _ACCOUNTS.where(Account.id == bindparam("account_id"))
+_ONE_ACCOUNT = for_caller(_ACCOUNTS.where(Account.id == bindparam("account_id")))
 
-_POSITIONS = (
+_POSITIONS = for_caller(
     select(
         Position.symbol,
         Position.quantity,
@@ -85,23 +86,25 @@ _POSITIONS = (
     .where(Position.account_id.in_(_OWNED))
     .order_by(Position.symbol, Position.id)
 )
-_BALANCES_PAGE = paged(
-    select(
-        BalanceSnapshot.cash,
-        BalanceSnapshot.market_value,
-        BalanceSnapshot.total,
-        BalanceSnapshot.currency,
-        BalanceSnapshot.as_of,
-        BalanceSnapshot.id,
-        BalanceSnapshot.sync_id,
+_BALANCES_PAGE = for_caller(
+    paged(
+        select(
+            BalanceSnapshot.cash,
+            BalanceSnapshot.market_value,
+            BalanceSnapshot.total,
+            BalanceSnapshot.currency,
+            BalanceSnapshot.as_of,
+            BalanceSnapshot.id,
+            BalanceSnapshot.sync_id,
+        )
+        .where(BalanceSnapshot.account_id.in_(_OWNED))
+        .order_by(BalanceSnapshot.as_of.desc(), BalanceSnapshot.id.desc())
     )
-    .where(BalanceSnapshot.account_id.in_(_OWNED))
-    .order_by(BalanceSnapshot.as_of.desc(), BalanceSnapshot.id.desc())
 )
 
 
 @cache
-def _transactions_page(*, since: bool, until: bool, type: bool) -> AnySelect:
+def _transactions_page(*, since: bool, until: bool, type: bool) -> CallerSelect:
     """The transactions listing with the filters given: one statement per combination."""
     query = select(
         Transaction.id,
@@ -119,18 +122,19 @@ def _transactions_page(*, since: bool, until: bool, type: bool) -> AnySelect:
         query = query.where(Transaction.posted_at <= bindparam("until"))
     if type:
         query = query.where(Transaction.type == bindparam("type"))
-    return paged(query.order_by(Transaction.posted_at.desc(), Transaction.id.desc()))
+    return for_caller(paged(query.order_by(Transaction.posted_at.desc(), Transaction.id.desc())))
 
 
 def _not_found(account_id: uuid.UUID) -> NotFoundError:
     return NotFoundError(f"Account {account_id} was not found.")
 
 
-async def _require_account(
-    connection: AsyncConnection, user: UserRef, account_id: uuid.UUID
-) -> None:
-    """404 unless the account is the user's (after a read of its rows found none)."""
-    owned = await connection.scalar(_OWNED, {"account_id": account_id, "user_id": user.id})
+async def _require_account(reader: Reader, account_id: uuid.UUID) -> None:
+    """404 unless the account is the caller's (after a read of its rows found none, and so
+    confirmed the caller)."""
+    owned = await reader.connection.scalar(
+        _OWNED, {"account_id": account_id, "user_id": reader.user.id}
+    )
     if owned is None:
         raise _not_found(account_id)
 
@@ -157,54 +161,36 @@ def _account(row: Row[Any]) -> AccountPublic:
 
 
 async def list_accounts(
-    *,
-    connection: AsyncConnection,
-    user: UserRef,
-    provider_id: uuid.UUID | None,
-    page: int,
-    size: int,
+    *, reader: Reader, provider_id: uuid.UUID | None, page: int, size: int
 ) -> AccountsPublic:
-    """A page of the user's accounts (of one provider, if given), each with its balance."""
-    params: dict[str, Any] = {"user_id": user.id}
-    if provider_id is not None:
-        params["provider_id"] = provider_id
-    rows, total = await fetch_page(
-        on=connection,
-        statement=_ACCOUNTS_PAGE if provider_id is None else _PROVIDERS_ACCOUNTS_PAGE,
-        params=params,
-        page=page,
-        size=size,
-    )
+    """A page of the caller's accounts (of one provider, if given), each with its balance."""
+    if provider_id is None:
+        rows, total = await reader.page(_ACCOUNTS_PAGE, None, page=page, size=size)
+    else:
+        rows, total = await reader.page(
+            _PROVIDERS_ACCOUNTS_PAGE, {"provider_id": provider_id}, page=page, size=size
+        )
     return AccountsPublic(items=[_account(row) for row in rows], total=total, page=page, size=size)
 
 
-async def show_account(
-    *, connection: AsyncConnection, user: UserRef, account_id: uuid.UUID
-) -> AccountPublic:
-    """The user's account with its newest balance; else 404."""
-    row = (
-        await connection.execute(_ONE_ACCOUNT, {"account_id": account_id, "user_id": user.id})
-    ).first()
+async def show_account(*, reader: Reader, account_id: uuid.UUID) -> AccountPublic:
+    """The caller's account with its newest balance; else 404."""
+    row = await reader.first(_ONE_ACCOUNT, {"account_id": account_id})
     if row is None:
         raise _not_found(account_id)
     return _account(row)
 
 
-async def list_positions(
-    *, connection: AsyncConnection, user: UserRef, account_id: uuid.UUID
-) -> PositionsPublic:
-    rows = (
-        await connection.execute(_POSITIONS, {"account_id": account_id, "user_id": user.id})
-    ).all()
+async def list_positions(*, reader: Reader, account_id: uuid.UUID) -> PositionsPublic:
+    rows = await reader.rows(_POSITIONS, {"account_id": account_id})
     if not rows:
-        await _require_account(connection, user, account_id)
+        await _require_account(reader, account_id)
     return PositionsPublic(items=[PositionPublic.model_validate(row) for row in rows])
 
 
 async def list_transactions(
     *,
-    connection: AsyncConnection,
-    user: UserRef,
+    reader: Reader,
     account_id: uuid.UUID,
     since: datetime | None,
     until: datetime | None,
@@ -214,23 +200,19 @@ async def list_transactions(
 ) -> TransactionsPublic:
     """Newest first; transactions posted at the same moment in a fixed order (by id)."""
     filters = {"since": since, "until": until, "type": type}
-    rows, total = await fetch_page(
-        on=connection,
-        statement=_transactions_page(
-            since=since is not None, until=until is not None, type=type is not None
-        ),
-        params={
+    rows, total = await reader.page(
+        _transactions_page(since=since is not None, until=until is not None, type=type is not None),
+        {
             "account_id": account_id,
-            "user_id": user.id,
             **{name: value for name, value in filters.items() if value is not None},
         },
         page=page,
         size=size,
     )
     if not rows:
-        await _require_account(connection, user, account_id)
+        await _require_account(reader, account_id)
     return TransactionsPublic(
-        items=[TransactionPublic.model_validate(row) for row in rows],
+        items=[TransactionPublic.model_validate(t) for t in rows],
         total=total,
         page=page,
         size=size,
@@ -238,20 +220,16 @@ async def list_transactions(
 
 
 async def list_balances(
-    *, connection: AsyncConnection, user: UserRef, account_id: uuid.UUID, page: int, size: int
+    *, reader: Reader, account_id: uuid.UUID, page: int, size: int
 ) -> BalancesPublic:
     """The account's balance snapshots, one per sync, newest first."""
-    rows, total = await fetch_page(
-        on=connection,
-        statement=_BALANCES_PAGE,
-        params={"account_id": account_id, "user_id": user.id},
-        page=page,
-        size=size,
+    rows, total = await reader.page(
+        _BALANCES_PAGE, {"account_id": account_id}, page=page, size=size
     )
     if not rows:
-        await _require_account(connection, user, account_id)
+        await _require_account(reader, account_id)
     return BalancesPublic(
-        items=[BalanceSnapshotPublic.model_validate(row) for row in rows],
+        items=[BalanceSnapshotPublic.model_validate(b) for b in rows],
         total=total,
         page=page,
         size=size,

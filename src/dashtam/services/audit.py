@@ -12,14 +12,15 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from dashtam.core import db
 from dashtam.models import AuditLog
 from dashtam.schemas.audit import AuditLogPublic, AuditLogsPublic
-from dashtam.services.context import RequestContext, UserRef
-from dashtam.services.paging import fetch_page, paged
+from dashtam.services.context import RequestContext
+from dashtam.services.paging import paged
 from dashtam.services.providers import OWNED_PROVIDER, require_provider
+from dashtam.services.reads import Reader, for_caller
 
 _log = logging.getLogger("dashtam.audit")
 
@@ -123,19 +124,15 @@ def _printable(text: str) -> str:
 
 
 async def list_audit_logs(
-    *, connection: AsyncConnection, user: UserRef, provider_id: uuid.UUID, page: int, size: int
+    *, reader: Reader, provider_id: uuid.UUID, page: int, size: int
 ) -> AuditLogsPublic:
     """A page of the provider's audit trail, newest first; 404 unless the provider is the
-    user's (asked only when the page is empty: the page is read through that ownership)."""
-    rows, total = await fetch_page(
-        on=connection,
-        statement=_PAGE,
-        params={"provider_id": provider_id, "user_id": user.id},
-        page=page,
-        size=size,
-    )
+    caller's (asked only when the page is empty: the page is read through that ownership)."""
+    rows, total = await reader.page(_PAGE, {"provider_id": provider_id}, page=page, size=size)
     if not rows:
-        await require_provider(connection=connection, user=user, provider_id=provider_id)
+        await require_provider(
+            connection=reader.connection, user=reader.user, provider_id=provider_id
+        )
     return AuditLogsPublic(
         items=[AuditLogPublic.model_validate(row) for row in rows],
         total=total,
@@ -144,16 +141,18 @@ async def list_audit_logs(
     )
 
 
-_PAGE = paged(
-    select(
-        AuditLog.id,
-        AuditLog.provider_id,
-        AuditLog.action,
-        AuditLog.details,
-        AuditLog.ip_address,
-        AuditLog.user_agent,
-        AuditLog.created_at,
+_PAGE = for_caller(
+    paged(
+        select(
+            AuditLog.id,
+            AuditLog.provider_id,
+            AuditLog.action,
+            AuditLog.details,
+            AuditLog.ip_address,
+            AuditLog.user_agent,
+            AuditLog.created_at,
+        )
+        .where(AuditLog.provider_id.in_(OWNED_PROVIDER))
+        .order_by(AuditLog.created_at.desc(), AuditLog.id.desc())
     )
-    .where(AuditLog.provider_id.in_(OWNED_PROVIDER))
-    .order_by(AuditLog.created_at.desc(), AuditLog.id.desc())
 )

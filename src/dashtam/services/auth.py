@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import bindparam, select, update
@@ -31,27 +30,9 @@ from dashtam.schemas.auth import (
 )
 from dashtam.services import login_throttle
 from dashtam.services.audit import AuditAction, record_separately
+from dashtam.services.callers import Authenticated, access_claims, caller_of
 from dashtam.services.context import RequestContext
-
-
-@dataclass(frozen=True, slots=True)
-class CallerUser:
-    """The caller's row of ``users``, as read by ``authenticate`` (no ORM object: every
-    authenticated request reads it, and loading an entity costs more than the query)."""
-
-    id: uuid.UUID
-    email: str
-    name: str | None
-    password_hash: str
-    created_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class Authenticated:
-    """The caller of a request: the user and the login session its access token belongs to."""
-
-    user: CallerUser
-    session_id: uuid.UUID
+from dashtam.services.reads import Reader, for_caller
 
 
 def normalize_email(email: str) -> str:
@@ -263,46 +244,16 @@ async def _end_sessions(
     )
 
 
-# Every authenticated request runs it: built once (services/paging.py says why), and run on
-# the request's connection as a Core statement, its row read into ``CallerUser``.
-_CALLER = (
-    select(
-        User.id, User.email, User.name, User.password_hash, User.created_at, AuthSession.revoked_at
-    )
-    .join(AuthSession, AuthSession.user_id == User.id)
-    .where(User.id == bindparam("user_id"), AuthSession.id == bindparam("session_id"))
-)
-
-
 async def authenticate(
     *, connection: AsyncConnection, access_token: str, settings: Settings
 ) -> Authenticated:
     """Who an access token belongs to (401 when it, its session or its user is gone)."""
-    try:
-        claims = security.decode_access_token(access_token, secret=settings.signing_key)
-    except security.InvalidTokenError as exc:
-        raise UnauthorizedError(f"Access token is invalid: {exc}.") from None
-    found = (
-        await connection.execute(
-            _CALLER, {"user_id": claims.user_id, "session_id": claims.session_id}
-        )
-    ).first()
-    if found is None:
-        raise UnauthorizedError("Access token refers to no user or session.")
-    user_id, email, name, password_hash, created_at, revoked_at = found
-    if revoked_at is not None:
-        raise UnauthorizedError("Access token belongs to a session that has ended.")
-    return Authenticated(
-        user=CallerUser(
-            id=user_id, email=email, name=name, password_hash=password_hash, created_at=created_at
-        ),
-        session_id=claims.session_id,
-    )
+    return await caller_of(connection, access_claims(access_token, settings))
 
 
-async def list_sessions(*, connection: AsyncConnection, caller: Authenticated) -> SessionsPublic:
+async def list_sessions(*, reader: Reader) -> SessionsPublic:
     """The caller's open sessions, most recently used first; the caller's own one marked."""
-    rows = await connection.execute(_OPEN_SESSIONS, {"user_id": caller.user.id})
+    rows = await reader.rows(_OPEN_SESSIONS)
     return SessionsPublic(
         items=[
             SessionPublic(
@@ -311,14 +262,14 @@ async def list_sessions(*, connection: AsyncConnection, caller: Authenticated) -
                 last_used_at=row.last_used_at,
                 client=row.user_agent,
                 ip_address=row.ip_address,
-                current=row.id == caller.session_id,
+                current=row.id == reader.claims.session_id,
             )
             for row in rows
         ]
     )
 
 
-_OPEN_SESSIONS = (
+_OPEN_SESSIONS = for_caller(
     select(
         AuthSession.id,
         AuthSession.created_at,

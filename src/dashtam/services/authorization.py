@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Row, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from dashtam.core import db, security
 from dashtam.core.clock import utcnow
@@ -56,6 +56,7 @@ from dashtam.services.providers import (
     lock_connection,
     provider_not_found,
 )
+from dashtam.services.reads import Reader, for_caller
 from dashtam.services.token_vault import open_refresh_token, store_grant
 
 STATE_AUDIENCE = "dashtam:authorization-state"
@@ -332,19 +333,15 @@ async def _locked_connection(
     return provider.connection
 
 
-async def get_status(
-    *, connection: AsyncConnection, user: UserRef, provider_id: uuid.UUID
-) -> ConnectionStatusPublic:
-    """The user's provider's connection and its token's expiry, in one statement; else 404."""
-    row = (
-        await connection.execute(_STATUS, {"provider_id": provider_id, "user_id": user.id})
-    ).first()
+async def get_status(*, reader: Reader, provider_id: uuid.UUID) -> ConnectionStatusPublic:
+    """The caller's provider's connection and its token's expiry, in one statement; else 404."""
+    row = await reader.first(_STATUS, {"provider_id": provider_id})
     if row is None:
         raise provider_not_found(provider_id)
     return _status(row, row.expires_at)
 
 
-_STATUS = (
+_STATUS = for_caller(
     select(
         ProviderConnection.provider_id,
         ProviderConnection.status,

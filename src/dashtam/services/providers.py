@@ -20,7 +20,8 @@ from dashtam.schemas.providers import (
     ProviderUpdate,
 )
 from dashtam.services.context import UserRef
-from dashtam.services.paging import fetch_page, paged
+from dashtam.services.paging import paged
+from dashtam.services.reads import Reader, for_caller
 
 
 def list_provider_types() -> list[ProviderType]:
@@ -91,13 +92,15 @@ _PUBLIC = select(
     Provider.created_at,
     Provider.updated_at,
 ).join(Provider.connection)
-_PUBLIC_PAGE = paged(
-    _PUBLIC.where(Provider.user_id == bindparam("user_id")).order_by(
-        Provider.created_at, Provider.id
+_PUBLIC_PAGE = for_caller(
+    paged(
+        _PUBLIC.where(Provider.user_id == bindparam("user_id")).order_by(
+            Provider.created_at, Provider.id
+        )
     )
 )
-_PUBLIC_ONE = _PUBLIC.where(
-    Provider.id == bindparam("provider_id"), Provider.user_id == bindparam("user_id")
+_PUBLIC_ONE = for_caller(
+    _PUBLIC.where(Provider.id == bindparam("provider_id"), Provider.user_id == bindparam("user_id"))
 )
 # The provider's id, when it is the user's: reads of a provider's rows go through it.
 OWNED_PROVIDER = select(Provider.id).where(
@@ -111,28 +114,16 @@ _ONE_WITH_TOKEN = _ONE.outerjoin(ProviderConnection.token).options(
 )
 
 
-async def list_providers(
-    *, connection: AsyncConnection, user: UserRef, page: int, size: int
-) -> ProvidersPublic:
+async def list_providers(*, reader: Reader, page: int, size: int) -> ProvidersPublic:
     """A page of the user's providers with their connections' status, and how many there are."""
-    rows, total = await fetch_page(
-        on=connection,
-        statement=_PUBLIC_PAGE,
-        params={"user_id": user.id},
-        page=page,
-        size=size,
-    )
+    rows, total = await reader.page(_PUBLIC_PAGE, None, page=page, size=size)
     items = [ProviderPublic.model_validate(row) for row in rows]
     return ProvidersPublic(items=items, total=total, page=page, size=size)
 
 
-async def show_provider(
-    *, connection: AsyncConnection, user: UserRef, provider_id: uuid.UUID
-) -> ProviderPublic:
+async def show_provider(*, reader: Reader, provider_id: uuid.UUID) -> ProviderPublic:
     """What the user sees of their provider; else 404."""
-    row = (
-        await connection.execute(_PUBLIC_ONE, {"provider_id": provider_id, "user_id": user.id})
-    ).first()
+    row = await reader.first(_PUBLIC_ONE, {"provider_id": provider_id})
     if row is None:
         raise provider_not_found(provider_id)
     return ProviderPublic.model_validate(row)

@@ -31,8 +31,7 @@ async def list_accounts(
     size: SizeParam = 20,
 ) -> AccountsPublic:
     return await account_service.list_accounts(
-        connection=reader.connection,
-        user=reader.user,
+        reader=reader,
         provider_id=provider_id,
         page=page,
         size=size,
@@ -41,16 +40,12 @@ async def list_accounts(
 
 @router.get("/{account_id}")
 async def get_account(reader: ReaderDep, account_id: uuid.UUID) -> AccountPublic:
-    return await account_service.show_account(
-        connection=reader.connection, user=reader.user, account_id=account_id
-    )
+    return await account_service.show_account(reader=reader, account_id=account_id)
 
 
 @router.get("/{account_id}/positions")
 async def list_positions(reader: ReaderDep, account_id: uuid.UUID) -> PositionsPublic:
-    return await account_service.list_positions(
-        connection=reader.connection, user=reader.user, account_id=account_id
-    )
+    return await account_service.list_positions(reader=reader, account_id=account_id)
 
 
 @router.get("/{account_id}/transactions")
@@ -65,8 +60,7 @@ async def list_transactions(
 ) -> TransactionsPublic:
     """Newest first; transactions posted at the same moment keep one order between pages."""
     return await account_service.list_transactions(
-        connection=reader.connection,
-        user=reader.user,
+        reader=reader,
         account_id=account_id,
         since=since,
         until=until,
@@ -85,8 +79,7 @@ async def list_balances(
 ) -> BalancesPublic:
     """Balance snapshots, one per sync, newest first."""
     return await account_service.list_balances(
-        connection=reader.connection,
-        user=reader.user,
+        reader=reader,
         account_id=account_id,
         page=page,
         size=size,

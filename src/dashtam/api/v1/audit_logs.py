@@ -22,8 +22,7 @@ async def list_audit_logs(
     size: SizeParam = 50,
 ) -> AuditLogsPublic:
     return await audit_service.list_audit_logs(
-        connection=reader.connection,
-        user=reader.user,
+        reader=reader,
         provider_id=provider_id,
         page=page,
         size=size,

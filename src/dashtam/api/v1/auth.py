@@ -55,7 +55,7 @@ async def refresh(
 
 @router.get("/me")
 async def me(reader: ReaderDep) -> UserPublic:
-    return UserPublic.model_validate(reader.user)
+    return UserPublic.model_validate((await reader.verify()).user)
 
 
 @router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
@@ -70,7 +70,7 @@ async def logout(session: SessionDep, caller: CurrentCaller, context: ContextDep
 @router.get("/sessions")
 async def list_sessions(reader: ReaderDep) -> SessionsPublic:
     """One entry per login (refresh-token family) that has not ended."""
-    return await auth_service.list_sessions(connection=reader.connection, caller=reader.caller)
+    return await auth_service.list_sessions(reader=reader)
 
 
 @router.delete("/sessions/{session_id}", status_code=status.HTTP_204_NO_CONTENT)

@@ -62,9 +62,7 @@ async def authorization_callback(
 
 @router.get("")
 async def authorization_status(reader: ReaderDep, provider_id: uuid.UUID) -> ConnectionStatusPublic:
-    return await authorization_service.get_status(
-        connection=reader.connection, user=reader.user, provider_id=provider_id
-    )
+    return await authorization_service.get_status(reader=reader, provider_id=provider_id)
 
 
 @router.delete("", status_code=status.HTTP_204_NO_CONTENT)

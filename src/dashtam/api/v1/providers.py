@@ -43,16 +43,12 @@ async def create_provider(
 async def list_providers(
     reader: ReaderDep, page: PageParam = 1, size: SizeParam = 20
 ) -> ProvidersPublic:
-    return await provider_service.list_providers(
-        connection=reader.connection, user=reader.user, page=page, size=size
-    )
+    return await provider_service.list_providers(reader=reader, page=page, size=size)
 
 
 @router.get("/{provider_id}")
 async def get_provider(reader: ReaderDep, provider_id: uuid.UUID) -> ProviderPublic:
-    return await provider_service.show_provider(
-        connection=reader.connection, user=reader.user, provider_id=provider_id
-    )
+    return await provider_service.show_provider(reader=reader, provider_id=provider_id)
 
 
 @router.patch("/{provider_id}")
