@@ -1,10 +1,11 @@
 """Reading a user's synced accounts: pages of accounts, positions, transactions, balances.
 
 Core statements for the caller (``reads.for_caller``), built once (paging.py says why), whose
-rows become the public schemas directly. Each read is one statement, the caller's
-authentication included: an account's rows are selected through the caller's ownership of
-the account, and only an empty answer costs more statements, to tell an account without rows
-from one that is not the caller's (404, whether it is missing or someone else's).
+rows become the public schemas directly (validated from dicts: ``reads.as_dicts``). Each read
+is one statement, the caller's authentication included: an account's rows are selected
+through the caller's ownership of the account, and only an empty answer costs more
+statements, to tell an account without rows from one that is not the caller's (404, whether
+it is missing or someone else's).
 """
 
 from __future__ import annotations
@@ -21,16 +22,12 @@ from dashtam.models import Account, BalanceSnapshot, Position, Provider, Transac
 from dashtam.schemas.accounts import (
     AccountPublic,
     AccountsPublic,
-    BalancePublic,
-    BalanceSnapshotPublic,
     BalancesPublic,
-    PositionPublic,
     PositionsPublic,
-    TransactionPublic,
     TransactionsPublic,
 )
 from dashtam.services.paging import paged
-from dashtam.services.reads import CallerSelect, Reader, for_caller
+from dashtam.services.reads import CallerSelect, Reader, as_dicts, for_caller
 
 _OWNED_ACCOUNTS = select(Account.id).join(Provider, Provider.id == Account.provider_id)
 _OWNED = _OWNED_ACCOUNTS.where(
@@ -139,25 +136,22 @@ async def _require_account(reader: Reader, account_id: uuid.UUID) -> None:
         raise _not_found(account_id)
 
 
-def _account(row: Row[Any]) -> AccountPublic:
-    balance = None
-    if row.as_of is not None:
-        balance = BalancePublic(
-            cash=row.cash,
-            market_value=row.market_value,
-            total=row.total,
-            currency=row.balance_currency,
-            as_of=row.as_of,
-        )
-    return AccountPublic(
-        id=row.id,
-        provider_id=row.provider_id,
-        name=row.name,
-        type=row.type,
-        currency=row.currency,
-        number_masked=row.number_masked,
-        balance=balance,
-    )
+# The balance's keys in ``BalancePublic``, and their columns in ``_ACCOUNTS``.
+_BALANCE_COLUMNS = {
+    "cash": "cash",
+    "market_value": "market_value",
+    "total": "total",
+    "currency": "balance_currency",
+    "as_of": "as_of",
+}
+
+
+def _account(row: Row[*tuple[Any, ...]]) -> dict[str, Any]:
+    """An ``AccountPublic``'s fields, its newest balance nested (``None`` before any)."""
+    fields = dict(zip(row._fields, row, strict=True))
+    balance = {key: fields.pop(column) for key, column in _BALANCE_COLUMNS.items()}
+    fields["balance"] = balance if balance["as_of"] is not None else None
+    return fields
 
 
 async def list_accounts(
@@ -170,7 +164,9 @@ async def list_accounts(
         rows, total = await reader.page(
             _PROVIDERS_ACCOUNTS_PAGE, {"provider_id": provider_id}, page=page, size=size
         )
-    return AccountsPublic(items=[_account(row) for row in rows], total=total, page=page, size=size)
+    return AccountsPublic.model_validate(
+        {"items": [_account(row) for row in rows], "total": total, "page": page, "size": size}
+    )
 
 
 async def show_account(*, reader: Reader, account_id: uuid.UUID) -> AccountPublic:
@@ -178,14 +174,14 @@ async def show_account(*, reader: Reader, account_id: uuid.UUID) -> AccountPubli
     row = await reader.first(_ONE_ACCOUNT, {"account_id": account_id})
     if row is None:
         raise _not_found(account_id)
-    return _account(row)
+    return AccountPublic.model_validate(_account(row))
 
 
 async def list_positions(*, reader: Reader, account_id: uuid.UUID) -> PositionsPublic:
     rows = await reader.rows(_POSITIONS, {"account_id": account_id})
     if not rows:
         await _require_account(reader, account_id)
-    return PositionsPublic(items=[PositionPublic.model_validate(row) for row in rows])
+    return PositionsPublic.model_validate({"items": as_dicts(rows)})
 
 
 async def list_transactions(
@@ -211,11 +207,8 @@ async def list_transactions(
     )
     if not rows:
         await _require_account(reader, account_id)
-    return TransactionsPublic(
-        items=[TransactionPublic.model_validate(t) for t in rows],
-        total=total,
-        page=page,
-        size=size,
+    return TransactionsPublic.model_validate(
+        {"items": as_dicts(rows), "total": total, "page": page, "size": size}
     )
 
 
@@ -228,9 +221,6 @@ async def list_balances(
     )
     if not rows:
         await _require_account(reader, account_id)
-    return BalancesPublic(
-        items=[BalanceSnapshotPublic.model_validate(b) for b in rows],
-        total=total,
-        page=page,
-        size=size,
+    return BalancesPublic.model_validate(
+        {"items": as_dicts(rows), "total": total, "page": page, "size": size}
     )

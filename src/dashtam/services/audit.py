@@ -16,11 +16,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from dashtam.core import db
 from dashtam.models import AuditLog
-from dashtam.schemas.audit import AuditLogPublic, AuditLogsPublic
+from dashtam.schemas.audit import AuditLogsPublic
 from dashtam.services.context import RequestContext
 from dashtam.services.paging import paged
 from dashtam.services.providers import OWNED_PROVIDER, require_provider
-from dashtam.services.reads import Reader, for_caller
+from dashtam.services.reads import Reader, as_dicts, for_caller
 
 _log = logging.getLogger("dashtam.audit")
 
@@ -133,11 +133,8 @@ async def list_audit_logs(
         await require_provider(
             connection=reader.connection, user=reader.user, provider_id=provider_id
         )
-    return AuditLogsPublic(
-        items=[AuditLogPublic.model_validate(row) for row in rows],
-        total=total,
-        page=page,
-        size=size,
+    return AuditLogsPublic.model_validate(
+        {"items": as_dicts(rows), "total": total, "page": page, "size": size}
     )
 
 

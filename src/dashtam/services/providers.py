@@ -21,7 +21,7 @@ from dashtam.schemas.providers import (
 )
 from dashtam.services.context import UserRef
 from dashtam.services.paging import paged
-from dashtam.services.reads import Reader, for_caller
+from dashtam.services.reads import Reader, as_dicts, for_caller
 
 
 def list_provider_types() -> list[ProviderType]:
@@ -117,16 +117,17 @@ _ONE_WITH_TOKEN = _ONE.outerjoin(ProviderConnection.token).options(
 async def list_providers(*, reader: Reader, page: int, size: int) -> ProvidersPublic:
     """A page of the user's providers with their connections' status, and how many there are."""
     rows, total = await reader.page(_PUBLIC_PAGE, None, page=page, size=size)
-    items = [ProviderPublic.model_validate(row) for row in rows]
-    return ProvidersPublic(items=items, total=total, page=page, size=size)
+    return ProvidersPublic.model_validate(
+        {"items": as_dicts(rows), "total": total, "page": page, "size": size}
+    )
 
 
 async def show_provider(*, reader: Reader, provider_id: uuid.UUID) -> ProviderPublic:
     """What the user sees of their provider; else 404."""
-    row = await reader.first(_PUBLIC_ONE, {"provider_id": provider_id})
-    if row is None:
+    rows = await reader.rows(_PUBLIC_ONE, {"provider_id": provider_id})
+    if not rows:
         raise provider_not_found(provider_id)
-    return ProviderPublic.model_validate(row)
+    return ProviderPublic.model_validate(as_dicts(rows)[0])
 
 
 async def require_provider(

@@ -103,3 +103,13 @@ class Reader:
 
     def _with_caller(self, params: dict[str, Any] | None) -> dict[str, Any]:
         return {**params, **self._caller} if params else self._caller
+
+
+def as_dicts(rows: Sequence[Row[Any]]) -> list[dict[str, Any]]:
+    """Rows as dicts, to validate public schemas from: pydantic reads a dict about three times
+    faster than a ``Row``'s attributes (``from_attributes``). A paged statement's trailing
+    total is one more key, which the schemas ignore."""
+    if not rows:
+        return []
+    names = rows[0]._fields
+    return [dict(zip(names, row, strict=True)) for row in rows]
