@@ -3,7 +3,8 @@
 Starts its own embedded PostgreSQL in a temp dir, migrates it, and serves Dashtam
 (production settings) and the bare app side by side, each as
 ``uvicorn --workers 1 --loop uvloop --http httptools --no-access-log``. One user with three
-providers; both apps are asked for the same listing and must answer the same bytes before
+sandbox providers, each connected and synced once (two accounts each, their transactions
+and balances); both apps are asked for the same listing and must answer the same bytes before
 anything is measured. Then, for every endpoint, rounds alternate between the two apps (the
 order rotating): ``--connections`` keep-alive connections, each sending its next request as
 soon as the previous answer is in, for ``--duration`` seconds after a short warm-up.
@@ -16,7 +17,8 @@ reported beside the servers' own CPU per request, to show it was not the limit.
     .venv/bin/python benchmarks/throughput.py --write    # also rewrite its section of docs
 
 An endpoint is a path served by both apps: a line in ``bare_app.LISTINGS`` (the SQL that
-returns its rows), whose rows ``_seed`` creates through Dashtam's API. ``--endpoints``
+returns its rows), whose rows ``_seed`` creates through Dashtam's API (an ``{account_id}``
+in the path is the reader's first account). ``--endpoints``
 picks some. ``--json FILE`` writes the results for ``report.py``; ``--write`` renders them
 into the "Dashtam against its bare stack" section of docs/benchmarks.md (and its chart),
 leaving the rest of the page alone. The exit status is 1 when an answer was not 200.
@@ -179,8 +181,19 @@ def _servers(workdir: Path, database_url: str, connections: int) -> Iterator[dic
             _stop(server)
 
 
-def _seed(dashtam: Server) -> str:
-    """One user with ``PROVIDERS`` providers; its access token."""
+@dataclass
+class Seeded:
+    """The reader's access token, and what fills the endpoints' path parameters."""
+
+    token: str
+    path_params: dict[str, str]
+
+    def path(self, endpoint: str) -> str:
+        return endpoint.format(**self.path_params)
+
+
+def _seed(dashtam: Server) -> Seeded:
+    """One user with ``PROVIDERS`` sandbox providers, each connected and synced once."""
     base = f"http://127.0.0.1:{dashtam.port}/api/v1"
     credentials = {"email": f"reader-{secrets.token_hex(3)}@example.com", "password": PASSWORD}
     with httpx.Client(base_url=base, timeout=30) as http:
@@ -188,13 +201,36 @@ def _seed(dashtam: Server) -> str:
         login = http.post("/auth/login", json=credentials)
         login.raise_for_status()
         token: str = login.json()["access_token"]
+        http.headers["Authorization"] = f"Bearer {token}"
         for number in range(PROVIDERS):
-            http.post(
-                "/providers",
-                json={"provider_key": "sandbox", "alias": f"Brokerage {number + 1}"},
-                headers={"Authorization": f"Bearer {token}"},
-            ).raise_for_status()
-    return token
+            created = http.post(
+                "/providers", json={"provider_key": "sandbox", "alias": f"Brokerage {number + 1}"}
+            )
+            created.raise_for_status()
+            _connect_and_sync(http, created.json()["id"])
+        accounts = http.get("/accounts")
+        accounts.raise_for_status()
+    return Seeded(token, {"account_id": accounts.json()["items"][0]["id"]})
+
+
+def _connect_and_sync(http: httpx.Client, provider_id: str) -> None:
+    """Through the built-in sandbox's OAuth flow, as a browser would; then one sync."""
+    started = http.post(f"/providers/{provider_id}/authorization")
+    started.raise_for_status()
+    with httpx.Client(timeout=30, follow_redirects=True) as browser:
+        browser.get(started.json()["authorization_url"]).raise_for_status()
+    sync = http.post(f"/providers/{provider_id}/syncs")
+    sync.raise_for_status()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        state = http.get(f"/providers/{provider_id}/syncs/{sync.json()['id']}")
+        state.raise_for_status()
+        if state.json()["status"] == "succeeded":
+            return
+        if state.json()["status"] == "failed":
+            raise SystemExit(f"the sandbox sync failed: {state.json()}")
+        time.sleep(0.1)
+    raise SystemExit("the sandbox sync did not finish within 60 s")
 
 
 # -- the load generator ---------------------------------------------------------------------
@@ -318,9 +354,9 @@ async def _same_answers(servers: dict[str, Server], requests: dict[str, bytes]) 
 
 
 async def _run(
-    servers: dict[str, Server], token: str, args: argparse.Namespace
+    servers: dict[str, Server], seeded: Seeded, args: argparse.Namespace
 ) -> dict[str, dict[str, list[dict[str, Any]]]]:
-    requests = {path: _request(path, token) for path in args.endpoints}
+    requests = {path: _request(seeded.path(path), seeded.token) for path in args.endpoints}
     await _same_answers(servers, requests)
     results: dict[str, dict[str, list[dict[str, Any]]]] = {
         path: {name: [] for name in APPS} for path in args.endpoints
@@ -374,9 +410,9 @@ def main() -> int:
         url = database.url("dashtam")
         upgrade_to_head(url)
         with _servers(workdir, url, args.connections) as servers:
-            token = _seed(servers["dashtam"])
+            seeded = _seed(servers["dashtam"])
             _event_loop_policy()
-            endpoints = asyncio.run(_run(servers, token, args))
+            endpoints = asyncio.run(_run(servers, seeded, args))
     finally:
         database.stop()
         if os.environ.get("DASHTAM_THROUGHPUT_KEEP"):

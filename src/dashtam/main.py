@@ -7,6 +7,7 @@ server: ``uvicorn dashtam.main:app``.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,13 +16,13 @@ import httpx
 from fastapi import FastAPI
 
 from dashtam import __version__
+from dashtam.api import v1
 from dashtam.api.body_limit import BodySizeLimit
 from dashtam.api.health import router as health_router
 from dashtam.api.openapi import install_problem_openapi
 from dashtam.api.sandbox import router as sandbox_router
 from dashtam.api.sandbox_brokerage import router as sandbox_brokerage_router
 from dashtam.api.security_headers import SecurityHeaders
-from dashtam.api.v1 import api_router
 from dashtam.core import db, log_redaction
 from dashtam.core.config import Environment, get_settings
 from dashtam.core.errors import install_problem_handlers
@@ -41,9 +42,15 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
         # Alembic runs its own event loop: give it a thread.
         await asyncio.to_thread(upgrade_to_head, settings.database_url)
+    # What start-up built (modules, the app, SQLAlchemy's and pydantic's schemas: some 120,000
+    # objects) lives as long as the process. Out of the collector's way, a full collection
+    # walks only what requests left behind, instead of stalling every request in flight for
+    # 100 ms while it walks them all.
+    gc.freeze()
     try:
         yield
     finally:
+        gc.unfreeze()
         # Pooled connections belong to this loop; the next start may run on another one.
         await db.engine.dispose()
 
@@ -65,8 +72,8 @@ def create_app() -> FastAPI:
     install_problem_openapi(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(SecurityHeaders, https=settings.public_url.startswith("https://"))
+    v1.include(app)
     app.include_router(health_router)
-    app.include_router(api_router)
     app.state.provider_transports = {}
     if settings.sandbox_is_enabled:
         app.include_router(sandbox_router)

@@ -34,17 +34,17 @@ def synced(client: TestClient, account: Account) -> tuple[Account, str]:
     return account, _synced(client, account)
 
 
-# Each listing's statements, the caller's authentication (one) included; a page's count and
-# rows; the accounts' newest balances in one more. Four accounts of two providers cost what
-# one account would.
+# One statement per read, the caller's authentication included: the rows with their total
+# (and each account's newest balance), read through the caller's open session and ownership
+# of the account. Four accounts of two providers cost what one account would.
 @pytest.mark.parametrize(
     ("path", "queries"),
     [
-        ("/accounts", 4),
-        ("/accounts/{aid}", 3),
-        ("/accounts/{aid}/positions", 3),
-        ("/accounts/{aid}/transactions", 4),
-        ("/accounts/{aid}/balances", 4),
+        ("/accounts", 1),
+        ("/accounts/{aid}", 1),
+        ("/accounts/{aid}/positions", 1),
+        ("/accounts/{aid}/transactions", 1),
+        ("/accounts/{aid}/balances", 1),
     ],
 )
 def test_every_listing_runs_a_fixed_number_of_queries(
@@ -129,6 +129,55 @@ def test_another_users_accounts_are_not_found(
         assert response.headers["content-type"] == "application/problem+json"
     sync = client.post(f"/api/v1/providers/{pid}/syncs", headers=stranger.headers)
     assert sync.status_code == 404
+
+
+def test_an_empty_page_of_ones_own_account_is_no_404(
+    client: TestClient, synced: tuple[Account, str]
+) -> None:
+    owner, _ = synced
+    aid = _get(client, owner, "/accounts")["items"][0]["id"]
+    stranger = register_and_login(client)
+    long_ago = {"until": "1990-01-01T00:00:00Z"}
+
+    nothing = _get(client, owner, f"/accounts/{aid}/transactions", **long_ago)
+    assert nothing == {"items": [], "total": 0, "page": 1, "size": 20}
+    total = _get(client, owner, f"/accounts/{aid}/transactions")["total"]
+    beyond = _get(client, owner, f"/accounts/{aid}/transactions", page=1000)
+    assert beyond == {"items": [], "total": total, "page": 1000, "size": 20}
+    for params in (long_ago, {"page": 1000}):
+        response = client.get(
+            f"/api/v1/accounts/{aid}/transactions", params=params, headers=stranger.headers
+        )
+        assert response.status_code == 404, params
+
+
+def test_every_read_refuses_a_session_that_has_ended(
+    client: TestClient, synced: tuple[Account, str]
+) -> None:
+    account, pid = synced
+    aid = _get(client, account, "/accounts")["items"][0]["id"]
+    reads = [
+        "/auth/me",
+        "/auth/sessions",
+        "/providers",
+        f"/providers/{pid}",
+        f"/providers/{pid}/authorization",
+        f"/providers/{pid}/audit-logs",
+        "/accounts",
+        f"/accounts/{aid}",
+        f"/accounts/{aid}/positions",
+        f"/accounts/{aid}/transactions",
+        f"/accounts/{aid}/balances",
+    ]
+    for path in reads:  # each of them has rows to show
+        assert client.get(f"/api/v1{path}", headers=account.headers).status_code == 200, path
+
+    assert client.post("/api/v1/auth/logout", headers=account.headers).status_code == 204
+
+    for path in reads:
+        response = client.get(f"/api/v1{path}", headers=account.headers)
+        assert response.status_code == 401, path
+        assert "has ended" in response.json()["detail"], path
 
 
 def test_sync_status_of_an_unknown_sync_is_404(

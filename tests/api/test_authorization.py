@@ -154,13 +154,14 @@ def test_audit_rows_record_ip_and_user_agent(client: TestClient, account: Accoun
     assert row["ip_address"]
 
 
-def test_connection_status_costs_two_queries(
+def test_connection_status_costs_one_query(
     client: TestClient, account: Account, pg_queries: Any
 ) -> None:
     provider = add_provider(client, account)
     connect(client, account, provider["id"])
 
-    with pg_queries.at_most(2):  # the caller; the provider, its connection and token joined
+    # The provider's connection and token joined, through the caller's open session.
+    with pg_queries.at_most(1):
         status = client.get(
             f"/api/v1/providers/{provider['id']}/authorization", headers=account.headers
         )

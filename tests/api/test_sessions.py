@@ -164,10 +164,10 @@ def test_account_events_are_audited(client: TestClient, db: Any) -> None:
     assert all(PASSWORD not in str(row.details) for row in rows)
 
 
-def test_listing_sessions_costs_two_queries(client: TestClient, pg_queries: Any) -> None:
+def test_listing_sessions_costs_one_query(client: TestClient, pg_queries: Any) -> None:
     account = register_and_login(client)
 
-    with pg_queries.at_most(2):
+    with pg_queries.at_most(1):
         listed = client.get(f"{API}/sessions", headers=account.headers)
 
     assert [item["current"] for item in listed.json()["items"]] == [True]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import timedelta
 
@@ -39,6 +40,20 @@ def test_access_token_round_trip_and_rejections() -> None:
     )
     with pytest.raises(security.InvalidTokenError, match="expired"):
         security.decode_access_token(expired.token, secret=SECRET)
+
+
+def test_a_token_verified_before_is_refused_once_it_has_expired(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    token = security.create_access_token(
+        user_id=uuid.uuid4(), session_id=uuid.uuid4(), secret=SECRET, lifetime=timedelta(minutes=5)
+    )
+    security.decode_access_token(token.token, secret=SECRET)  # verified, and kept
+    after_expiry = time.time() + 301
+    monkeypatch.setattr(security.time, "time", lambda: after_expiry)
+
+    with pytest.raises(security.InvalidTokenError, match="expired"):
+        security.decode_access_token(token.token, secret=SECRET)
 
 
 def test_signed_state_binds_audience_and_expiry_and_detects_tampering() -> None:

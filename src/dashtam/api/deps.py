@@ -6,6 +6,7 @@ pool, a thread hop per request for work that never blocks.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 import httpx
@@ -17,19 +18,11 @@ from dashtam.core import db
 from dashtam.core.config import Settings, get_settings
 from dashtam.core.errors import UnauthorizedError
 from dashtam.services import auth as auth_service
+from dashtam.services.callers import Authenticated, CallerUser, access_claims
 from dashtam.services.context import HttpClientFactory, RequestContext, http_clients
+from dashtam.services.reads import Reader
 
 SessionDep = Annotated[AsyncSession, Depends(db.get_session)]
-
-
-async def get_read_session(session: SessionDep) -> AsyncSession:
-    """The request's session (the same one ``SessionDep`` gives), for routes that only read."""
-    return await db.read_only(session)
-
-
-# Routes that only read: their statements run without BEGIN / ROLLBACK (``db.read_only``).
-# Declared before ``CurrentUser``, authentication reads on the same connection.
-ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session)]
 
 
 async def current_settings() -> Settings:
@@ -44,36 +37,58 @@ _bearer = HTTPBearer(auto_error=False)
 BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-async def _authenticate(
-    session: AsyncSession, settings: Settings, credentials: HTTPAuthorizationCredentials | None
-) -> auth_service.Authenticated:
+def _access_token(credentials: HTTPAuthorizationCredentials | None) -> str:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise UnauthorizedError("Send an access token: Authorization: Bearer <token>.")
+    return credentials.credentials
+
+
+async def _authenticate(
+    session: AsyncSession, settings: Settings, credentials: HTTPAuthorizationCredentials | None
+) -> Authenticated:
+    access_token = _access_token(credentials)
     # A read that no transaction needs: a route that writes then begins its own.
     async with db.reading_briefly(session):
         return await auth_service.authenticate(
-            session=session, access_token=credentials.credentials, settings=settings
+            connection=await db.connection_of(session),
+            access_token=access_token,
+            settings=settings,
         )
 
 
 async def get_caller(
     session: SessionDep, settings: SettingsDep, credentials: BearerDep
-) -> auth_service.Authenticated:
+) -> Authenticated:
     return await _authenticate(session, settings, credentials)
 
 
-CurrentCaller = Annotated[auth_service.Authenticated, Depends(get_caller)]
+CurrentCaller = Annotated[Authenticated, Depends(get_caller)]
 
 
 async def get_current_user(
     session: SessionDep, settings: SettingsDep, credentials: BearerDep
-) -> auth_service.CallerUser:
+) -> CallerUser:
     # Authenticates itself rather than depending on ``get_caller``: every level of
     # dependencies costs FastAPI a resolution on every request.
     return (await _authenticate(session, settings, credentials)).user
 
 
-CurrentUser = Annotated[auth_service.CallerUser, Depends(get_current_user)]
+CurrentUser = Annotated[CallerUser, Depends(get_current_user)]
+
+
+async def get_reader(credentials: BearerDep) -> AsyncIterator[Reader]:
+    # The token is checked here (401 before any connection is taken); its session by the
+    # read's own statement (``services.reads``). Settings straight from their cache: a read
+    # needs only the signing key.
+    claims = access_claims(_access_token(credentials), get_settings())
+    async with db.reading() as connection:
+        yield Reader(connection, claims)
+
+
+# Everything a read needs from one dependency: each level of dependencies costs FastAPI a
+# resolution on every request. ``scope="function"``: the connection goes back to the pool as
+# soon as the route returns, before its answer is serialised and sent.
+ReaderDep = Annotated[Reader, Depends(get_reader, scope="function")]
 
 
 async def get_request_context(request: Request, settings: SettingsDep) -> RequestContext:

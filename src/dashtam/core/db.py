@@ -10,8 +10,10 @@ recovers by itself: a checkout that finds its connection closed by the server ta
 one instead (no ping round trip: the driver already knows), and the first statement that
 fails on a dropped connection invalidates every connection opened before it.
 
-Round trips are the cost of a request here, so reads that need no transaction declare it
-(``read_only``) and run without BEGIN / ROLLBACK.
+Round trips are the cost of a request here, so reads that need no transaction run without
+BEGIN / ROLLBACK: a route that only reads takes a bare connection (``reading``: Core
+statements, no session); a route that writes authenticates outside its transaction
+(``reading_briefly``).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction
+from sqlalchemy.orm import Session, SessionTransaction
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from dashtam.core.config import Settings, get_settings
@@ -51,7 +53,7 @@ def engine_options(settings: Settings) -> dict[str, Any]:
         "pool_timeout": settings.db_pool_timeout,
         # Parameters can hold user input; never copy them into logs or exception texts.
         "hide_parameters": True,
-        # A read-only session's connection has no transaction to roll back (``read_only``).
+        # An autocommitting connection (``reading``) has no transaction to roll back.
         "skip_autocommit_rollback": True,
         "connect_args": {
             "timeout": settings.db_connect_timeout,
@@ -182,7 +184,49 @@ async def close_quietly(session: AsyncSession) -> None:
 # -- reads without a transaction ---------------------------------------------------------------
 
 _AUTOCOMMIT = {"isolation_level": "AUTOCOMMIT"}
-_READ_ONLY = "dashtam.read_only"
+_autocommitting: weakref.WeakKeyDictionary[AsyncEngine, AsyncEngine] = weakref.WeakKeyDictionary()
+
+
+def _autocommitting_engine(engine: AsyncEngine) -> AsyncEngine:
+    # Shares ``engine``'s pool; made once per engine (tests rebind to engines of their own).
+    found = _autocommitting.get(engine)
+    if found is None:
+        found = _autocommitting[engine] = engine.execution_options(**_AUTOCOMMIT)
+    return found
+
+
+@asynccontextmanager
+async def reading() -> AsyncIterator[AsyncConnection]:
+    """A pooled connection whose statements autocommit, for Core reads; back to the pool after.
+
+    No session: for a route that only reads, opening and closing one costs more CPU than its
+    statements. The connection comes from where ``SessionLocal`` is bound, so a test that
+    binds it to its own transaction's connection reads inside that transaction. Under READ
+    COMMITTED every statement sees the latest commits whether or not it runs in a
+    transaction, so for a request that only reads, BEGIN and ROLLBACK are two round trips that
+    buy nothing. Statements that write do not belong here: they would autocommit one by one.
+    """
+    bind = SessionLocal.kw.get("bind")
+    if isinstance(bind, AsyncConnection):
+        yield bind
+        return
+    assert isinstance(bind, AsyncEngine), "SessionLocal is bound to an engine or a connection"
+    connection = await _autocommitting_engine(bind).connect()
+    try:
+        yield connection
+    finally:
+        await _close_quietly(connection)
+
+
+async def _close_quietly(connection: AsyncConnection) -> None:
+    # As ``close_quietly``: a connection the server dropped is discarded, not pooled.
+    try:
+        await connection.close()
+    except CONNECTION_LOST:
+        with suppress(*CONNECTION_LOST):
+            await connection.invalidate()
+
+
 _CONNECTION = "dashtam.connection"
 
 
@@ -200,8 +244,8 @@ async def _connect_autocommitting(session: AsyncSession) -> AsyncConnection:
 async def connection_of(session: AsyncSession) -> AsyncConnection:
     """The connection ``session`` holds, for Core statements (no ORM entities to load).
 
-    The one ``read_only`` or ``reading_briefly`` took is kept at hand: asking the session
-    again costs a pass through its transaction machinery on every statement.
+    The one ``reading_briefly`` took is kept at hand: asking the session again costs a pass
+    through its transaction machinery on every statement.
     """
     connection: AsyncConnection | None = session.info.get(_CONNECTION)
     if connection is None:
@@ -209,51 +253,19 @@ async def connection_of(session: AsyncSession) -> AsyncConnection:
     return connection
 
 
-async def read_only(session: AsyncSession) -> AsyncSession:
-    """Declare that ``session`` only reads from now on: no BEGIN, no ROLLBACK.
-
-    Under PostgreSQL's READ COMMITTED every statement sees the latest commits whether or not
-    it runs in a transaction, so for a request that only reads, the transaction is two round
-    trips that buy nothing. A read-only session refuses to write (``ReadOnlySessionError``):
-    autocommitted writes would lose their atomicity.
-    """
-    if session.info.get(_READ_ONLY):
-        return session
-    if session.in_transaction():
-        await session.commit()  # whatever ran before only read; start over outside it
-    session.info[_READ_ONLY] = True
-    await _connect_autocommitting(session)
-    return session
-
-
 @asynccontextmanager
 async def reading_briefly(session: AsyncSession) -> AsyncIterator[None]:
     """Run a few reads (authentication) outside a transaction, then hand the connection back.
 
-    What the request does next starts a transaction of its own, or keeps reading on the same
-    connection when the session is ``read_only``. Inside a transaction already begun, the
-    reads simply join it.
+    What the request does next starts a transaction of its own. Inside a transaction already
+    begun, the reads simply join it.
     """
-    if session.info.get(_READ_ONLY) or session.in_transaction():
+    if session.in_transaction():
         yield
         return
     await _connect_autocommitting(session)
     yield
     await session.commit()  # nothing was written: releases the connection, no round trip
-
-
-class ReadOnlySessionError(RuntimeError):
-    """A write through a session declared ``read_only``: the code must use a normal session."""
-
-
-def _refuse_flush(session: Session, *_: Any) -> None:
-    if session.info.get(_READ_ONLY) and (session.new or session.dirty or session.deleted):
-        raise ReadOnlySessionError("a read-only session cannot write; use SessionDep")
-
-
-def _refuse_write(state: ORMExecuteState) -> None:
-    if state.session.info.get(_READ_ONLY) and not state.is_select:
-        raise ReadOnlySessionError("a read-only session cannot write; use SessionDep")
 
 
 def _forget_connection(session: Session, transaction: SessionTransaction) -> None:
@@ -262,6 +274,4 @@ def _forget_connection(session: Session, transaction: SessionTransaction) -> Non
         session.info.pop(_CONNECTION, None)
 
 
-event.listen(Session, "before_flush", _refuse_flush)
-event.listen(Session, "do_orm_execute", _refuse_write)
 event.listen(Session, "after_transaction_end", _forget_connection)

@@ -15,6 +15,7 @@ import base64
 import hashlib
 import hmac
 import secrets
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -134,10 +135,27 @@ def create_access_token(
 
 
 def decode_access_token(token: str, *, secret: str) -> AccessClaims:
+    """The claims of a valid, unexpired access token (``InvalidTokenError`` otherwise)."""
+    claims, expires_at = _verified_access_token(token, secret)
+    # As PyJWT checks it, on every call: a token verified before can have expired since.
+    if expires_at <= time.time():
+        raise InvalidTokenError("token has expired")
+    return claims
+
+
+@lru_cache(maxsize=4096)
+def _verified_access_token(token: str, secret: str) -> tuple[AccessClaims, float]:
+    # A client sends the same token with every request until it expires, and verifying it
+    # (HMAC, PyJWT's checks) costs more CPU than the rest of authentication: a token is
+    # verified once. Only valid tokens are kept (a raise is not cached), and whether its login
+    # session still stands is the database's answer, asked on every request.
     claims = _decode(token, secret=secret, audience=_ACCESS_AUDIENCE)
     try:
-        return AccessClaims(
-            user_id=uuid.UUID(str(claims["sub"])), session_id=uuid.UUID(str(claims["sid"]))
+        return (
+            AccessClaims(
+                user_id=uuid.UUID(str(claims["sub"])), session_id=uuid.UUID(str(claims["sid"]))
+            ),
+            float(claims["exp"]),
         )
     except (KeyError, ValueError) as exc:
         raise InvalidTokenError("access token has no valid subject or session") from exc

@@ -11,14 +11,16 @@ import uuid
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dashtam.core import db
 from dashtam.models import AuditLog
-from dashtam.services.context import RequestContext, UserRef
-from dashtam.services.paging import fetch_page, paged
-from dashtam.services.providers import get_provider
+from dashtam.schemas.audit import AuditLogsPublic
+from dashtam.services.context import RequestContext
+from dashtam.services.paging import paged
+from dashtam.services.providers import OWNED_PROVIDER, require_provider
+from dashtam.services.reads import Reader, as_dicts, for_caller
 
 _log = logging.getLogger("dashtam.audit")
 
@@ -122,17 +124,32 @@ def _printable(text: str) -> str:
 
 
 async def list_audit_logs(
-    *, session: AsyncSession, user: UserRef, provider_id: uuid.UUID, page: int, size: int
-) -> tuple[list[AuditLog], int]:
-    await get_provider(session=session, user=user, provider_id=provider_id)
-    rows, total = await fetch_page(
-        on=session, statement=_PAGE, params={"provider_id": provider_id}, page=page, size=size
+    *, reader: Reader, provider_id: uuid.UUID, page: int, size: int
+) -> AuditLogsPublic:
+    """A page of the provider's audit trail, newest first; 404 unless the provider is the
+    caller's (asked only when the page is empty: the page is read through that ownership)."""
+    rows, total = await reader.page(_PAGE, {"provider_id": provider_id}, page=page, size=size)
+    if not rows:
+        await require_provider(
+            connection=reader.connection, user=reader.user, provider_id=provider_id
+        )
+    return AuditLogsPublic.model_validate(
+        {"items": as_dicts(rows), "total": total, "page": page, "size": size}
     )
-    return [row[0] for row in rows], total
 
 
-_PAGE = paged(
-    select(AuditLog)
-    .where(AuditLog.provider_id == bindparam("provider_id"))
-    .order_by(AuditLog.created_at.desc(), AuditLog.id.desc())
+_PAGE = for_caller(
+    paged(
+        select(
+            AuditLog.id,
+            AuditLog.provider_id,
+            AuditLog.action,
+            AuditLog.details,
+            AuditLog.ip_address,
+            AuditLog.user_agent,
+            AuditLog.created_at,
+        )
+        .where(AuditLog.provider_id.in_(OWNED_PROVIDER))
+        .order_by(AuditLog.created_at.desc(), AuditLog.id.desc())
+    )
 )

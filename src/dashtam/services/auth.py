@@ -9,42 +9,30 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from dashtam.core import db, security
+from dashtam.core import security
 from dashtam.core.clock import utcnow
 from dashtam.core.config import Settings
 from dashtam.core.errors import ConflictError, ForbiddenError, NotFoundError, UnauthorizedError
 from dashtam.models import AuthRefreshToken, AuthSession, User
-from dashtam.schemas.auth import PasswordChange, TokenPair, UserLogin, UserRegister
+from dashtam.schemas.auth import (
+    PasswordChange,
+    SessionPublic,
+    SessionsPublic,
+    TokenPair,
+    UserLogin,
+    UserRegister,
+)
 from dashtam.services import login_throttle
 from dashtam.services.audit import AuditAction, record_separately
-from dashtam.services.context import RequestContext, UserRef
-
-
-@dataclass(frozen=True, slots=True)
-class CallerUser:
-    """The caller's row of ``users``, as read by ``authenticate`` (no ORM object: every
-    authenticated request reads it, and loading an entity costs more than the query)."""
-
-    id: uuid.UUID
-    email: str
-    name: str | None
-    password_hash: str
-    created_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class Authenticated:
-    """The caller of a request: the user and the login session its access token belongs to."""
-
-    user: CallerUser
-    session_id: uuid.UUID
+from dashtam.services.callers import Authenticated, access_claims, caller_of
+from dashtam.services.context import RequestContext
+from dashtam.services.reads import Reader, for_caller
 
 
 def normalize_email(email: str) -> str:
@@ -256,51 +244,39 @@ async def _end_sessions(
     )
 
 
-# Every authenticated request runs it: built once (services/paging.py says why), and run on
-# the session's connection as a Core statement, its row read into ``CallerUser``.
-_CALLER = (
-    select(
-        User.id, User.email, User.name, User.password_hash, User.created_at, AuthSession.revoked_at
-    )
-    .join(AuthSession, AuthSession.user_id == User.id)
-    .where(User.id == bindparam("user_id"), AuthSession.id == bindparam("session_id"))
-)
-
-
 async def authenticate(
-    *, session: AsyncSession, access_token: str, settings: Settings
+    *, connection: AsyncConnection, access_token: str, settings: Settings
 ) -> Authenticated:
     """Who an access token belongs to (401 when it, its session or its user is gone)."""
-    try:
-        claims = security.decode_access_token(access_token, secret=settings.signing_key)
-    except security.InvalidTokenError as exc:
-        raise UnauthorizedError(f"Access token is invalid: {exc}.") from None
-    connection = await db.connection_of(session)
-    found = (
-        await connection.execute(
-            _CALLER, {"user_id": claims.user_id, "session_id": claims.session_id}
-        )
-    ).first()
-    if found is None:
-        raise UnauthorizedError("Access token refers to no user or session.")
-    user_id, email, name, password_hash, created_at, revoked_at = found
-    if revoked_at is not None:
-        raise UnauthorizedError("Access token belongs to a session that has ended.")
-    return Authenticated(
-        user=CallerUser(
-            id=user_id, email=email, name=name, password_hash=password_hash, created_at=created_at
-        ),
-        session_id=claims.session_id,
+    return await caller_of(connection, access_claims(access_token, settings))
+
+
+async def list_sessions(*, reader: Reader) -> SessionsPublic:
+    """The caller's open sessions, most recently used first; the caller's own one marked."""
+    rows = await reader.rows(_OPEN_SESSIONS)
+    return SessionsPublic(
+        items=[
+            SessionPublic(
+                id=row.id,
+                created_at=row.created_at,
+                last_used_at=row.last_used_at,
+                client=row.user_agent,
+                ip_address=row.ip_address,
+                current=row.id == reader.claims.session_id,
+            )
+            for row in rows
+        ]
     )
 
 
-async def list_sessions(*, session: AsyncSession, user: UserRef) -> list[AuthSession]:
-    """The user's open sessions, most recently used first."""
-    return list(await session.scalars(_OPEN_SESSIONS, {"user_id": user.id}))
-
-
-_OPEN_SESSIONS = (
-    select(AuthSession)
+_OPEN_SESSIONS = for_caller(
+    select(
+        AuthSession.id,
+        AuthSession.created_at,
+        AuthSession.last_used_at,
+        AuthSession.user_agent,
+        AuthSession.ip_address,
+    )
     .where(AuthSession.user_id == bindparam("user_id"), AuthSession.revoked_at.is_(None))
     .order_by(AuthSession.last_used_at.desc(), AuthSession.id)
 )

@@ -15,8 +15,9 @@ import logging
 import uuid
 from contextlib import suppress
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import Row, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dashtam.core import db, security
@@ -49,7 +50,13 @@ from dashtam.providers import get_provider_type as _provider_type
 from dashtam.schemas.authorization import AuthorizationStart, ConnectionStatusPublic
 from dashtam.services.audit import AuditAction, record, record_separately
 from dashtam.services.context import HttpClientFactory, RequestContext, UserRef, keyring_for
-from dashtam.services.providers import get_provider, lock_connection
+from dashtam.services.providers import (
+    OWNED_PROVIDER,
+    get_provider,
+    lock_connection,
+    provider_not_found,
+)
+from dashtam.services.reads import Reader, for_caller
 from dashtam.services.token_vault import open_refresh_token, store_grant
 
 STATE_AUDIENCE = "dashtam:authorization-state"
@@ -103,7 +110,12 @@ def _endpoints(provider: Provider, settings: Settings, base_url: str) -> OAuth2E
 def status_of(
     connection: ProviderConnection, token: ProviderToken | None
 ) -> ConnectionStatusPublic:
-    expires_at = token.expires_at if token is not None else None
+    return _status(connection, token.expires_at if token is not None else None)
+
+
+def _status(
+    connection: ProviderConnection | Row[*tuple[Any, ...]], expires_at: datetime | None
+) -> ConnectionStatusPublic:
     needs_refresh = expires_at is not None and expires_at <= utcnow() + REFRESH_MARGIN
     return ConnectionStatusPublic(
         provider_id=connection.provider_id,
@@ -321,13 +333,29 @@ async def _locked_connection(
     return provider.connection
 
 
-async def get_status(
-    *, session: AsyncSession, user: UserRef, provider_id: uuid.UUID
-) -> ConnectionStatusPublic:
-    provider = await get_provider(
-        session=session, user=user, provider_id=provider_id, with_token=True
+async def get_status(*, reader: Reader, provider_id: uuid.UUID) -> ConnectionStatusPublic:
+    """The caller's provider's connection and its token's expiry, in one statement; else 404."""
+    row = await reader.first(_STATUS, {"provider_id": provider_id})
+    if row is None:
+        raise provider_not_found(provider_id)
+    return _status(row, row.expires_at)
+
+
+_STATUS = for_caller(
+    select(
+        ProviderConnection.provider_id,
+        ProviderConnection.status,
+        ProviderConnection.connected_at,
+        ProviderConnection.last_refreshed_at,
+        ProviderConnection.refresh_count,
+        ProviderConnection.consecutive_failures,
+        ProviderConnection.next_retry_at,
+        ProviderConnection.last_error,
+        ProviderToken.expires_at,
     )
-    return status_of(provider.connection, provider.connection.token)
+    .outerjoin(ProviderToken, ProviderToken.connection_id == ProviderConnection.id)
+    .where(ProviderConnection.provider_id.in_(OWNED_PROVIDER))
+)
 
 
 async def refresh_tokens(

@@ -31,7 +31,7 @@ def http_clients(transports: Mapping[str, httpx.AsyncBaseTransport]) -> HttpClie
 
 
 class UserRef(Protocol):
-    """Whose data a service acts on: a ``User`` or the caller's ``auth.CallerUser``."""
+    """Whose data a service acts on: a ``User`` or the caller's ``callers.CallerUser``."""
 
     @property
     def id(self) -> uuid.UUID: ...

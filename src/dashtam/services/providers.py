@@ -6,10 +6,9 @@ import uuid
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import contains_eager
 
-from dashtam.core import db
 from dashtam.core.config import Settings
 from dashtam.core.errors import ConflictError, NotFoundError, UnprocessableError
 from dashtam.models import Provider, ProviderConnection
@@ -21,14 +20,15 @@ from dashtam.schemas.providers import (
     ProviderUpdate,
 )
 from dashtam.services.context import UserRef
-from dashtam.services.paging import fetch_page, paged
+from dashtam.services.paging import paged
+from dashtam.services.reads import Reader, as_dicts, for_caller
 
 
 def list_provider_types() -> list[ProviderType]:
     return list(PROVIDER_TYPES.values())
 
 
-def _not_found(provider_id: uuid.UUID) -> NotFoundError:
+def provider_not_found(provider_id: uuid.UUID) -> NotFoundError:
     return NotFoundError(f"Provider {provider_id} was not found.")
 
 
@@ -92,12 +92,18 @@ _PUBLIC = select(
     Provider.created_at,
     Provider.updated_at,
 ).join(Provider.connection)
-_PUBLIC_PAGE = paged(
-    _PUBLIC.where(Provider.user_id == bindparam("user_id")).order_by(
-        Provider.created_at, Provider.id
+_PUBLIC_PAGE = for_caller(
+    paged(
+        _PUBLIC.where(Provider.user_id == bindparam("user_id")).order_by(
+            Provider.created_at, Provider.id
+        )
     )
 )
-_PUBLIC_ONE = _PUBLIC.where(
+_PUBLIC_ONE = for_caller(
+    _PUBLIC.where(Provider.id == bindparam("provider_id"), Provider.user_id == bindparam("user_id"))
+)
+# The provider's id, when it is the user's: reads of a provider's rows go through it.
+OWNED_PROVIDER = select(Provider.id).where(
     Provider.id == bindparam("provider_id"), Provider.user_id == bindparam("user_id")
 )
 _ONE = _WITH_CONNECTION.where(
@@ -108,32 +114,31 @@ _ONE_WITH_TOKEN = _ONE.outerjoin(ProviderConnection.token).options(
 )
 
 
-async def list_providers(
-    *, session: AsyncSession, user: UserRef, page: int, size: int
-) -> ProvidersPublic:
+async def list_providers(*, reader: Reader, page: int, size: int) -> ProvidersPublic:
     """A page of the user's providers with their connections' status, and how many there are."""
-    rows, total = await fetch_page(
-        on=await db.connection_of(session),
-        statement=_PUBLIC_PAGE,
-        params={"user_id": user.id},
-        page=page,
-        size=size,
+    rows, total = await reader.page(_PUBLIC_PAGE, None, page=page, size=size)
+    return ProvidersPublic.model_validate(
+        {"items": as_dicts(rows), "total": total, "page": page, "size": size}
     )
-    items = [ProviderPublic.model_validate(row) for row in rows]
-    return ProvidersPublic(items=items, total=total, page=page, size=size)
 
 
-async def show_provider(
-    *, session: AsyncSession, user: UserRef, provider_id: uuid.UUID
-) -> ProviderPublic:
+async def show_provider(*, reader: Reader, provider_id: uuid.UUID) -> ProviderPublic:
     """What the user sees of their provider; else 404."""
-    connection = await db.connection_of(session)
-    row = (
-        await connection.execute(_PUBLIC_ONE, {"provider_id": provider_id, "user_id": user.id})
-    ).first()
-    if row is None:
-        raise _not_found(provider_id)
-    return ProviderPublic.model_validate(row)
+    rows = await reader.rows(_PUBLIC_ONE, {"provider_id": provider_id})
+    if not rows:
+        raise provider_not_found(provider_id)
+    return ProviderPublic.model_validate(as_dicts(rows)[0])
+
+
+async def require_provider(
+    *, connection: AsyncConnection, user: UserRef, provider_id: uuid.UUID
+) -> None:
+    """404 unless the provider is the user's."""
+    found = await connection.scalar(
+        OWNED_PROVIDER, {"provider_id": provider_id, "user_id": user.id}
+    )
+    if found is None:
+        raise provider_not_found(provider_id)
 
 
 async def get_provider(
@@ -148,7 +153,7 @@ async def get_provider(
         {"provider_id": provider_id, "user_id": user.id},
     )
     if provider is None:
-        raise _not_found(provider_id)
+        raise provider_not_found(provider_id)
     return provider
 
 
@@ -161,7 +166,7 @@ async def lock_connection(*, session: AsyncSession, user: UserRef, provider_id: 
         .with_for_update(of=ProviderConnection)
     )
     if locked is None:
-        raise _not_found(provider_id)
+        raise provider_not_found(provider_id)
 
 
 async def rename_provider(

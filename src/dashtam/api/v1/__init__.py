@@ -1,6 +1,11 @@
-"""Version 1 of the API, under ``/api/v1``."""
+"""Version 1 of the API, under ``/api/v1``.
 
-from fastapi import APIRouter
+``ROUTERS`` are included into the app one by one (``include``), not through a parent router:
+FastAPI matches a request against every route of every router before the one that serves it,
+once more for each level of nesting, so the routers read most come first and none is nested.
+"""
+
+from fastapi import APIRouter, FastAPI
 
 from dashtam.api.v1 import (
     accounts,
@@ -13,14 +18,22 @@ from dashtam.api.v1 import (
     tokens,
 )
 
-api_router = APIRouter(prefix="/api/v1")
-api_router.include_router(auth.router)
-api_router.include_router(provider_types.router)
-api_router.include_router(providers.router)
-api_router.include_router(authorization.router)
-api_router.include_router(tokens.router)
-api_router.include_router(audit_logs.router)
-api_router.include_router(syncs.router)
-api_router.include_router(accounts.router)
+PREFIX = "/api/v1"
+ROUTERS: tuple[APIRouter, ...] = (
+    providers.router,
+    accounts.router,
+    auth.router,
+    syncs.router,
+    authorization.router,
+    tokens.router,
+    audit_logs.router,
+    provider_types.router,
+)
 
-__all__ = ["api_router"]
+
+def include(app: FastAPI) -> None:
+    for router in ROUTERS:
+        app.include_router(router, prefix=PREFIX)
+
+
+__all__ = ["PREFIX", "ROUTERS", "include"]

@@ -8,19 +8,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from dashtam.api.deps import CurrentUser, ReadSessionDep
+from dashtam.api.deps import ReaderDep
 from dashtam.api.v1.pagination import PageParam, SizeParam
-from dashtam.models import Account, BalanceSnapshot
 from dashtam.providers.brokerage import TransactionType
 from dashtam.schemas.accounts import (
     AccountPublic,
     AccountsPublic,
-    BalancePublic,
-    BalanceSnapshotPublic,
     BalancesPublic,
-    PositionPublic,
     PositionsPublic,
-    TransactionPublic,
     TransactionsPublic,
 )
 from dashtam.services import accounts as account_service
@@ -28,61 +23,34 @@ from dashtam.services import accounts as account_service
 router = APIRouter(prefix="/accounts", tags=["accounts"])
 
 
-def _public(account: Account, balance: BalanceSnapshot | None) -> AccountPublic:
-    return AccountPublic(
-        id=account.id,
-        provider_id=account.provider_id,
-        name=account.name,
-        type=account.type,
-        currency=account.currency,
-        number_masked=account.number_masked,
-        balance=BalancePublic.model_validate(balance) if balance is not None else None,
-    )
-
-
 @router.get("")
 async def list_accounts(
-    session: ReadSessionDep,
-    user: CurrentUser,
+    reader: ReaderDep,
     provider_id: uuid.UUID | None = None,
     page: PageParam = 1,
     size: SizeParam = 20,
 ) -> AccountsPublic:
-    rows, total = await account_service.list_accounts(
-        session=session, user=user, provider_id=provider_id, page=page, size=size
-    )
-    return AccountsPublic(
-        items=[_public(account, balance) for account, balance in rows],
-        total=total,
+    return await account_service.list_accounts(
+        reader=reader,
+        provider_id=provider_id,
         page=page,
         size=size,
     )
 
 
 @router.get("/{account_id}")
-async def get_account(
-    session: ReadSessionDep, user: CurrentUser, account_id: uuid.UUID
-) -> AccountPublic:
-    account, balance = await account_service.get_account_with_balance(
-        session=session, user=user, account_id=account_id
-    )
-    return _public(account, balance)
+async def get_account(reader: ReaderDep, account_id: uuid.UUID) -> AccountPublic:
+    return await account_service.show_account(reader=reader, account_id=account_id)
 
 
 @router.get("/{account_id}/positions")
-async def list_positions(
-    session: ReadSessionDep, user: CurrentUser, account_id: uuid.UUID
-) -> PositionsPublic:
-    positions = await account_service.list_positions(
-        session=session, user=user, account_id=account_id
-    )
-    return PositionsPublic(items=[PositionPublic.model_validate(p) for p in positions])
+async def list_positions(reader: ReaderDep, account_id: uuid.UUID) -> PositionsPublic:
+    return await account_service.list_positions(reader=reader, account_id=account_id)
 
 
 @router.get("/{account_id}/transactions")
 async def list_transactions(
-    session: ReadSessionDep,
-    user: CurrentUser,
+    reader: ReaderDep,
     account_id: uuid.UUID,
     since: Annotated[datetime | None, Query(description="posted at or after")] = None,
     until: Annotated[datetime | None, Query(description="posted at or before")] = None,
@@ -91,9 +59,8 @@ async def list_transactions(
     size: SizeParam = 20,
 ) -> TransactionsPublic:
     """Newest first; transactions posted at the same moment keep one order between pages."""
-    rows, total = await account_service.list_transactions(
-        session=session,
-        user=user,
+    return await account_service.list_transactions(
+        reader=reader,
         account_id=account_id,
         since=since,
         until=until,
@@ -101,29 +68,19 @@ async def list_transactions(
         page=page,
         size=size,
     )
-    return TransactionsPublic(
-        items=[TransactionPublic.model_validate(t) for t in rows],
-        total=total,
-        page=page,
-        size=size,
-    )
 
 
 @router.get("/{account_id}/balances")
 async def list_balances(
-    session: ReadSessionDep,
-    user: CurrentUser,
+    reader: ReaderDep,
     account_id: uuid.UUID,
     page: PageParam = 1,
     size: SizeParam = 20,
 ) -> BalancesPublic:
     """Balance snapshots, one per sync, newest first."""
-    rows, total = await account_service.list_balances(
-        session=session, user=user, account_id=account_id, page=page, size=size
-    )
-    return BalancesPublic(
-        items=[BalanceSnapshotPublic.model_validate(b) for b in rows],
-        total=total,
+    return await account_service.list_balances(
+        reader=reader,
+        account_id=account_id,
         page=page,
         size=size,
     )

@@ -6,9 +6,9 @@ import uuid
 
 from fastapi import APIRouter
 
-from dashtam.api.deps import CurrentUser, ReadSessionDep
+from dashtam.api.deps import ReaderDep
 from dashtam.api.v1.pagination import PageParam, SizeParam
-from dashtam.schemas.audit import AuditLogPublic, AuditLogsPublic
+from dashtam.schemas.audit import AuditLogsPublic
 from dashtam.services import audit as audit_service
 
 router = APIRouter(prefix="/providers/{provider_id}/audit-logs", tags=["audit"])
@@ -16,18 +16,14 @@ router = APIRouter(prefix="/providers/{provider_id}/audit-logs", tags=["audit"])
 
 @router.get("")
 async def list_audit_logs(
-    session: ReadSessionDep,
-    user: CurrentUser,
+    reader: ReaderDep,
     provider_id: uuid.UUID,
     page: PageParam = 1,
     size: SizeParam = 50,
 ) -> AuditLogsPublic:
-    items, total = await audit_service.list_audit_logs(
-        session=session, user=user, provider_id=provider_id, page=page, size=size
-    )
-    return AuditLogsPublic(
-        items=[AuditLogPublic.model_validate(row) for row in items],
-        total=total,
+    return await audit_service.list_audit_logs(
+        reader=reader,
+        provider_id=provider_id,
         page=page,
         size=size,
     )

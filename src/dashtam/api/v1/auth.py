@@ -9,15 +9,13 @@ from fastapi import APIRouter, Response, status
 from dashtam.api.deps import (
     ContextDep,
     CurrentCaller,
-    CurrentUser,
-    ReadSessionDep,
+    ReaderDep,
     SessionDep,
     SettingsDep,
 )
 from dashtam.schemas.auth import (
     PasswordChange,
     RefreshRequest,
-    SessionPublic,
     SessionsPublic,
     TokenPair,
     UserLogin,
@@ -56,8 +54,8 @@ async def refresh(
 
 
 @router.get("/me")
-async def me(user: CurrentUser) -> UserPublic:
-    return UserPublic.model_validate(user)
+async def me(reader: ReaderDep) -> UserPublic:
+    return UserPublic.model_validate((await reader.verify()).user)
 
 
 @router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
@@ -70,22 +68,9 @@ async def logout(session: SessionDep, caller: CurrentCaller, context: ContextDep
 
 
 @router.get("/sessions")
-async def list_sessions(session: ReadSessionDep, caller: CurrentCaller) -> SessionsPublic:
+async def list_sessions(reader: ReaderDep) -> SessionsPublic:
     """One entry per login (refresh-token family) that has not ended."""
-    sessions = await auth_service.list_sessions(session=session, user=caller.user)
-    return SessionsPublic(
-        items=[
-            SessionPublic(
-                id=s.id,
-                created_at=s.created_at,
-                last_used_at=s.last_used_at,
-                client=s.user_agent,
-                ip_address=s.ip_address,
-                current=s.id == caller.session_id,
-            )
-            for s in sessions
-        ]
-    )
+    return await auth_service.list_sessions(reader=reader)
 
 
 @router.delete("/sessions/{session_id}", status_code=status.HTTP_204_NO_CONTENT)

@@ -11,7 +11,7 @@ from dashtam.api.deps import (
     ContextDep,
     CurrentUser,
     HttpDep,
-    ReadSessionDep,
+    ReaderDep,
     SessionDep,
     SettingsDep,
 )
@@ -61,12 +61,8 @@ async def authorization_callback(
 
 
 @router.get("")
-async def authorization_status(
-    session: ReadSessionDep, user: CurrentUser, provider_id: uuid.UUID
-) -> ConnectionStatusPublic:
-    return await authorization_service.get_status(
-        session=session, user=user, provider_id=provider_id
-    )
+async def authorization_status(reader: ReaderDep, provider_id: uuid.UUID) -> ConnectionStatusPublic:
+    return await authorization_service.get_status(reader=reader, provider_id=provider_id)
 
 
 @router.delete("", status_code=status.HTTP_204_NO_CONTENT)

@@ -6,7 +6,7 @@ import uuid
 
 from fastapi import APIRouter, Response, status
 
-from dashtam.api.deps import CurrentUser, ReadSessionDep, SessionDep
+from dashtam.api.deps import CurrentUser, ReaderDep, SessionDep
 from dashtam.api.v1.pagination import PageParam, SizeParam
 from dashtam.models import Provider
 from dashtam.schemas.providers import (
@@ -41,16 +41,14 @@ async def create_provider(
 
 @router.get("")
 async def list_providers(
-    session: ReadSessionDep, user: CurrentUser, page: PageParam = 1, size: SizeParam = 20
+    reader: ReaderDep, page: PageParam = 1, size: SizeParam = 20
 ) -> ProvidersPublic:
-    return await provider_service.list_providers(session=session, user=user, page=page, size=size)
+    return await provider_service.list_providers(reader=reader, page=page, size=size)
 
 
 @router.get("/{provider_id}")
-async def get_provider(
-    session: ReadSessionDep, user: CurrentUser, provider_id: uuid.UUID
-) -> ProviderPublic:
-    return await provider_service.show_provider(session=session, user=user, provider_id=provider_id)
+async def get_provider(reader: ReaderDep, provider_id: uuid.UUID) -> ProviderPublic:
+    return await provider_service.show_provider(reader=reader, provider_id=provider_id)
 
 
 @router.patch("/{provider_id}")

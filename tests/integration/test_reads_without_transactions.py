@@ -1,14 +1,15 @@
-"""Reads without a transaction (``db.read_only``), on a pooled engine as in production.
+"""Reads without a transaction (``db.reading``, ``db.reading_briefly``), on a pooled engine as
+in production.
 
-A read-only request sends no BEGIN and no ROLLBACK, and cannot write by mistake: its
-statements would autocommit one by one.
+A route that only reads sends no BEGIN and no ROLLBACK; a route that writes authenticates
+outside its transaction and then begins one of its own.
 """
 
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from dashtam.core import db
 from dashtam.models import User
@@ -16,8 +17,7 @@ from dashtam.models import User
 pytestmark = pytest.mark.pg_isolation("database")
 
 
-async def _in_transaction(session: AsyncSession) -> bool:
-    connection = await session.connection()
+async def _connection_in_transaction(connection: AsyncConnection) -> bool:
     raw = await connection.get_raw_connection()
     driver = raw.driver_connection
     assert driver is not None
@@ -25,12 +25,24 @@ async def _in_transaction(session: AsyncSession) -> bool:
     return in_transaction
 
 
-async def test_a_read_only_session_reads_outside_a_transaction() -> None:
-    async with db.SessionLocal() as session:
-        await db.read_only(session)
-        await session.scalar(select(User.id).limit(1))
+async def _in_transaction(session: AsyncSession) -> bool:
+    return await _connection_in_transaction(await session.connection())
 
-        assert not await _in_transaction(session)
+
+async def test_a_reading_connection_reads_outside_a_transaction() -> None:
+    async with db.reading() as connection:
+        await connection.scalar(select(User.id).limit(1))
+
+        assert not await _connection_in_transaction(connection)
+
+
+async def test_a_reading_connection_goes_back_to_the_pool() -> None:
+    pool = db.SessionLocal.kw["bind"].sync_engine.pool
+    async with db.reading() as connection:
+        await connection.scalar(select(User.id).limit(1))
+        held = pool.checkedout()
+
+    assert pool.checkedout() == held - 1
 
 
 async def test_an_ordinary_session_still_reads_in_a_transaction() -> None:
@@ -38,17 +50,6 @@ async def test_an_ordinary_session_still_reads_in_a_transaction() -> None:
         await session.scalar(select(User.id).limit(1))
 
         assert await _in_transaction(session)
-
-
-async def test_a_read_only_session_refuses_to_write() -> None:
-    async with db.SessionLocal() as session:
-        await db.read_only(session)
-        session.add(User(email="ro@example.com", password_hash="x"))
-        with pytest.raises(db.ReadOnlySessionError):
-            await session.flush()
-        session.expunge_all()
-        with pytest.raises(db.ReadOnlySessionError):
-            await session.execute(update(User).values(name="changed"))
 
 
 async def test_a_brief_read_hands_the_connection_back_for_a_transaction_of_its_own() -> None:
@@ -62,9 +63,8 @@ async def test_a_brief_read_hands_the_connection_back_for_a_transaction_of_its_o
         assert await _in_transaction(session)
 
 
-async def test_core_reads_run_on_the_connection_a_read_only_session_holds() -> None:
-    async with db.SessionLocal() as session:
-        await db.read_only(session)
+async def test_core_reads_run_on_the_connection_a_brief_read_holds() -> None:
+    async with db.SessionLocal() as session, db.reading_briefly(session):
         kept = await db.connection_of(session)
 
         assert kept is await session.connection()
