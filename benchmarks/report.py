@@ -606,22 +606,20 @@ def goals_section(results: dict[str, Any]) -> list[str]:
         handwritten_floor = paired_ratio(timings["handwritten"], timings["none"])
         if transaction > 1.10 and handwritten_floor > 1.10:
             why = ""
-            if setting.loop_scope == "session":
-                cheap = " (fsync off)" if setting.url == "embedded" else ""
+            if setting.loop_scope == "session" and setting.url == "embedded":
                 why = (
                     " That floor keeps one connection for the whole run and its commits cost the "
-                    f"server almost nothing{cheap}, so the BEGIN and ROLLBACK any isolation adds "
-                    "per test weigh more than the commits it turns into savepoints."
+                    "server almost nothing (fsync off), so the BEGIN and ROLLBACK an isolation "
+                    "adds per test weigh more than the commits it turns into savepoints."
                 )
             standing = (
-                f"`transaction` is level with it ({handwritten:.2f}x)"
+                f"`transaction` is level with that conftest ({handwritten:.2f}x)"
                 if handwritten >= 0.95
                 else f"`transaction` took {transaction:.2f}x"
             )
             notes.append(
-                f"The floor goal is not met on the {where}, where no isolation meets it.{why} "
-                f"The hand-written conftest took {handwritten_floor:.2f}x the same floor; "
-                f"{standing}."
+                f"The floor goal is not met on the {where}, nor by the hand-written conftest "
+                f"there ({handwritten_floor:.2f}x the same floor).{why} {standing}."
             )
         rows += [
             (

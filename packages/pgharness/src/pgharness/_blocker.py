@@ -391,10 +391,10 @@ def _params_of_call(dsn: object, kwargs: dict[str, Any]) -> dict[str, Any]:
 
 def _install_hooks() -> None:
     _hook_sqlalchemy()
-    _hook_asyncpg()
-    _hook_psycopg()
-    # Rarely used beside SQLAlchemy (whose engines the first hook covers): hooked when they
-    # are imported, so that a run that never imports them does not pay for importing them.
+    _hook_asyncpg()  # pgharness imports asyncpg itself
+    # The other drivers are hooked when they are imported (no connection can be made before),
+    # so that a run that never imports them does not pay for importing them.
+    _when_imported("psycopg", _hook_psycopg)
     _when_imported("psycopg2", _hook_psycopg2)
     _when_imported("pg8000.core", _hook_pg8000)
 
@@ -442,6 +442,14 @@ def _when_imported(name: str, hook: Callable[[], None]) -> None:
     _state.restore.append(restore)
 
 
+def _replace(owner: Any, name: str, new: Any) -> None:
+    """Set ``owner.name`` (a module's or a class's own attribute) to ``new`` until the hooks
+    come off."""
+    original = vars(owner)[name]
+    setattr(owner, name, new)
+    _state.restore.append(lambda: setattr(owner, name, original))
+
+
 def _on_do_connect(dialect: Any, conn_rec: Any, cargs: Any, cparams: dict[str, Any]) -> None:
     dsn = cargs[0] if cargs and isinstance(cargs[0], str) else None
     check(destination_from(_params_of_call(dsn, dict(cparams))), "engine", dialect)
@@ -471,12 +479,7 @@ def _hook_asyncpg() -> None:
         check(destination_from(_params_of_call(dsn, given)), "asyncpg.connect()")
         return await original(**kwargs)
 
-    connect_utils._connect = _connect
-
-    def restore() -> None:
-        connect_utils._connect = original
-
-    _state.restore.append(restore)
+    _replace(connect_utils, "_connect", _connect)
 
 
 # The parameters of ``asyncpg.connect`` that say where it goes.
@@ -487,10 +490,8 @@ def _hook_psycopg() -> None:
     # ``connect`` of both connection classes asks ``cls._get_connection_params`` (looked up at
     # each call) for the parameters it will use: hooking that catches a ``connect`` taken by
     # name before pgharness started, psycopg_pool's connections and subclasses alike.
-    try:
-        import psycopg
-    except ImportError:
-        return
+    import psycopg  # imported already: this runs when it is
+
     sync_original = psycopg.Connection.__dict__["_get_connection_params"]
     async_original = psycopg.AsyncConnection.__dict__["_get_connection_params"]
 
@@ -505,44 +506,29 @@ def _hook_psycopg() -> None:
         )
         return await async_original.__func__(cls, conninfo, **kwargs)
 
-    psycopg.Connection._get_connection_params = classmethod(sync_params)  # type: ignore[method-assign,assignment]
-    psycopg.AsyncConnection._get_connection_params = classmethod(async_params)  # type: ignore[method-assign,assignment]
-
-    def restore() -> None:
-        psycopg.Connection._get_connection_params = sync_original  # type: ignore[method-assign]
-        psycopg.AsyncConnection._get_connection_params = async_original  # type: ignore[method-assign]
-
-    _state.restore.append(restore)
+    _replace(psycopg.Connection, "_get_connection_params", classmethod(sync_params))
+    _replace(psycopg.AsyncConnection, "_get_connection_params", classmethod(async_params))
 
 
 def _hook_psycopg2() -> None:
     # ``psycopg2.connect`` (however it was imported) builds a libpq string and hands it to the
     # module's ``_connect``, looked up at each call.
-    try:
-        import psycopg2
-    except ImportError:
-        return
+    import psycopg2  # imported already: this runs when it is
+
     original = psycopg2._connect
 
     def _connect(dsn: str, *args: Any, **kwargs: Any) -> Any:
         check(destination_from(_params_of_call(dsn, {})), "psycopg2.connect()")
         return original(dsn, *args, **kwargs)
 
-    psycopg2._connect = _connect
-
-    def restore() -> None:
-        psycopg2._connect = original
-
-    _state.restore.append(restore)
+    _replace(psycopg2, "_connect", _connect)
 
 
 def _hook_pg8000() -> None:
     # Every pg8000 connection (``pg8000.connect``, ``pg8000.dbapi``, ``pg8000.native``) is a
     # ``CoreConnection`` whose ``__init__`` opens the socket.
-    try:
-        from pg8000.core import CoreConnection
-    except ImportError:
-        return
+    from pg8000.core import CoreConnection  # imported already: this runs when it is
+
     original = CoreConnection.__init__
 
     def __init__(self: Any, user: str, *args: Any, **kwargs: Any) -> None:
@@ -555,9 +541,4 @@ def _hook_pg8000() -> None:
         check(destination_from({"user": user, **params}), "pg8000.connect()")
         original(self, user, *args, **kwargs)
 
-    CoreConnection.__init__ = __init__
-
-    def restore() -> None:
-        CoreConnection.__init__ = original
-
-    _state.restore.append(restore)
+    _replace(CoreConnection, "__init__", __init__)
