@@ -17,7 +17,7 @@ itself (requests succeed again without restarting it); and every acknowledged wr
     .venv/bin/python benchmarks/load.py [--clients 32] [--duration 20] [--workers 2]
     .venv/bin/python benchmarks/load.py --faults [--duration 20] [--no-docs]
 
-``DASHTAM_LOAD_KEEP=1`` keeps the temp dir (server log ``serve.log``, PostgreSQL data).
+``BENCHMARK_KEEP=1`` keeps the temp dir (server log ``serve.log``, PostgreSQL data).
 """
 
 from __future__ import annotations
@@ -437,7 +437,7 @@ def main() -> int:
             except subprocess.TimeoutExpired:
                 process.kill()
         server.stop()
-        if os.environ.get("DASHTAM_LOAD_KEEP"):
+        if os.environ.get("BENCHMARK_KEEP"):
             print(f"kept {workdir}", file=sys.stderr)
         else:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -415,7 +415,7 @@ def main() -> int:
             endpoints = asyncio.run(_run(servers, seeded, args))
     finally:
         database.stop()
-        if os.environ.get("DASHTAM_THROUGHPUT_KEEP"):
+        if os.environ.get("BENCHMARK_KEEP"):
             print(f"kept {workdir}", file=sys.stderr)
         else:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -63,3 +63,18 @@ def test_urls_are_spelled_for_asyncpg() -> None:
     assert to_asyncpg_url("postgresql+psycopg://u@h/d") == "postgresql+asyncpg://u@h/d"
     with pytest.raises(ConfigurationError):
         to_asyncpg_url("mysql://u@h/d")
+
+
+@pytest.mark.parametrize(
+    ("name", "suggestion"),
+    [("DASHTAM_SYNC_IN_AP", "DASHTAM_SYNC_IN_API"), ("DASHTAM_DATABASE_URL", "DATABASE_URL")],
+)
+def test_a_misspelled_setting_stops_the_start_naming_the_right_one(
+    monkeypatch: pytest.MonkeyPatch, name: str, suggestion: str
+) -> None:
+    monkeypatch.setenv(name, "postgresql://app:hunter2@db/dashtam")
+    with pytest.raises(ConfigurationError) as info:
+        build_settings()
+    message = str(info.value)
+    assert f"{name} (did you mean {suggestion}?)" in message
+    assert "hunter2" not in message

@@ -12,6 +12,7 @@ missing database URL, secret key or encryption key stops the start with a messag
 from __future__ import annotations
 
 import base64
+import difflib
 import json
 import os
 import secrets
@@ -237,8 +238,46 @@ def load_dev_secrets(data_dir: Path) -> dict[str, str]:
     return fresh
 
 
+def _environment_names() -> dict[str, str]:
+    """The environment variable each setting is read from, by that variable's name."""
+    names = {}
+    for field_name, info in Settings.model_fields.items():
+        alias = info.validation_alias
+        if isinstance(alias, AliasChoices):
+            env_name = str(alias.choices[0])
+        else:
+            env_name = f"DASHTAM_{field_name}"
+        names[env_name.upper()] = field_name
+    return names
+
+
+def _check_environment_names() -> None:
+    """A ``DASHTAM_*`` variable no setting reads is a mistake (a typo, a setting of another
+    version, ``DASHTAM_DATABASE_URL`` for ``DATABASE_URL``): pydantic would ignore it, and
+    Dashtam would run on the default it meant to change."""
+    known = _environment_names()
+    unknown = sorted(
+        name
+        for name in os.environ
+        if name.upper().startswith("DASHTAM_") and name.upper() not in known
+    )
+    if not unknown:
+        return
+    # Compared without the prefix, so that DASHTAM_DATABASE_URL finds DATABASE_URL.
+    by_stem = {env_name.removeprefix("DASHTAM_"): env_name for env_name in known}
+    hints = []
+    for name in unknown:
+        close = difflib.get_close_matches(name.upper().removeprefix("DASHTAM_"), by_stem, n=1)
+        hints.append(f"{name} (did you mean {by_stem[close[0]]}?)" if close else name)
+    raise ConfigurationError(
+        "Dashtam reads no setting from " + ", ".join(hints) + ". Fix the name, or unset it; "
+        "the settings are listed in README.md."
+    )
+
+
 def build_settings(**overrides: Any) -> Settings:
     """Settings from the environment with missing development/test secrets filled in."""
+    _check_environment_names()
     try:
         settings = Settings(**overrides)
     except ValueError as exc:  # pydantic's ValidationError is a ValueError
