@@ -44,6 +44,8 @@ def test_the_guides_attempt_fails_as_documented_and_passes_under_pgharness(
     # The inner runs see their own ini only, not this run's options or server.
     monkeypatch.delenv("PYTEST_ADDOPTS", raising=False)
     monkeypatch.delenv("PGHARNESS_URL", raising=False)
+    # conftest.py is rewritten between the two runs, maybe within the second a cache could tell.
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
     pytester.makepyfile(**app_sources(guide_database))
     pytester.makeini(PLAIN_INI)
     pytester.makeconftest(attempt.conftest.replace("DATABASE_URL", guide_database))

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 # Imported here, before any pytester snapshot of sys.modules: once an in-process inner run has
 # restored the snapshot, re-importing asyncpg's C extension crashes the interpreter, and
@@ -17,6 +19,7 @@ import psycopg
 import pytest
 import sqlalchemy.dialects.postgresql
 import sqlalchemy.ext.asyncio  # noqa: F401
+from _forked_pytest import ForkServer
 from pgharness._embedded import EmbeddedServer, cache_dir, runtime_base
 
 #: The machine's PostgreSQL server (trust auth), used for the external-URL tests.
@@ -64,24 +67,64 @@ def shared_server_url(request: pytest.FixtureRequest) -> Iterator[str]:
         server.close()
 
 
+@pytest.fixture(scope="session")
+def fork_server() -> Iterator[ForkServer]:
+    """Starts this process's inner ``pytest`` commands (see ``_forked_pytest``)."""
+    server = ForkServer()
+    yield server
+    server.close()
+
+
 @pytest.fixture
 def pytester(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, shared_server_url: str
+    pytester: pytest.Pytester,
+    monkeypatch: pytest.MonkeyPatch,
+    shared_server_url: str,
+    fork_server: ForkServer,
 ) -> pytest.Pytester:
     """pytester whose inner runs (in process or not) use the run's shared server
     (``PGHARNESS_URL``), the shared initdb cache and ``INNER_ADDOPTS``; pytester itself has
     dropped the outer run's ``PYTEST_ADDOPTS``. A test that needs a server of its own (the
-    embedded default, or ``server_args``) uses ``project``.
+    embedded default, or ``server_args``) uses ``project``. ``runpytest_subprocess`` forks its
+    process from ``fork_server``.
 
     Inner runs write no bytecode: a project's module rewritten within a second at the same
     size would otherwise be imported from its stale cache.
     """
+    monkeypatch.setattr(pytester, "popen", _forking_popen(pytester, fork_server))
     monkeypatch.setenv("PGHARNESS_URL", shared_server_url)
     monkeypatch.setenv("PYTEST_ADDOPTS", INNER_ADDOPTS)
     monkeypatch.setenv("PGHARNESS_CACHE_DIR", str(INITDB_CACHE))
     monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
     monkeypatch.setattr(sys, "dont_write_bytecode", True)
     return pytester
+
+
+def _forking_popen(pytester: pytest.Pytester, fork_server: ForkServer) -> Any:
+    """``Pytester.popen`` that forks ``pytest`` commands from ``fork_server``, with the
+    environment ``Pytester.popen`` gives them (the working directory added to ``PYTHONPATH``).
+    """
+    original = pytester.popen
+
+    def popen(
+        cmdargs: Sequence[str],
+        stdout: Any = subprocess.PIPE,
+        stderr: Any = subprocess.PIPE,
+        stdin: Any = pytester.CLOSE_STDIN,
+        **kw: Any,
+    ) -> Any:
+        to_files = hasattr(stdout, "name") and hasattr(stderr, "name")
+        if to_files and stdin is pytester.CLOSE_STDIN and not kw:
+            env = dict(os.environ)
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.getcwd(), env.get("PYTHONPATH")]))
+            forked = fork_server.popen(
+                cmdargs, cwd=os.getcwd(), env=env, stdout=stdout.name, stderr=stderr.name
+            )
+            if forked is not None:
+                return forked
+        return original(cmdargs, stdout=stdout, stderr=stderr, stdin=stdin, **kw)
+
+    return popen
 
 
 @pytest.fixture

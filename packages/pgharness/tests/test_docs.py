@@ -2,7 +2,8 @@
 
 Each ``<!-- doctest: project=... -->`` comment (see ``_doc_blocks``) puts the block below it
 into a pytester project, in document order; ``run`` blocks are run as the reader would run
-them (the ``pytest`` command in a fresh process, in the project's folder) and their outcome and
+them (the ``pytest`` command in a fresh process, forked by ``_forked_pytest``, in the project's
+folder) and their outcome and
 quoted output are checked. A code or command block with no doctest comment fails
 ``test_every_code_block_is_run_or_says_why_not``: the docs cannot drift from what runs.
 """
@@ -13,7 +14,6 @@ import os
 import re
 import shlex
 import shutil
-import subprocess
 import sys
 import time
 from contextlib import ExitStack
@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 from _diagnostics_project import scratch_database
 from _doc_blocks import RUNNABLE_LANGUAGES, Block, Project, Step, parse_blocks, projects_of
+from _forked_pytest import ForkServer
 from conftest import INNER_ADDOPTS
 
 PACKAGE = Path(__file__).resolve().parents[1]
@@ -94,16 +95,12 @@ def _expected(block: Block) -> tuple[dict[str, int], int | None]:
     return outcomes, exit_code
 
 
-def _run(project_dir: Path, block: Block, env: dict[str, str]) -> pytest.RunResult:
+def _run(
+    project_dir: Path, block: Block, env: dict[str, str], fork_server: ForkServer
+) -> pytest.RunResult:
     started = time.monotonic()
-    completed = subprocess.run(  # the reader's command, in a fresh process
-        _command(block),
-        cwd=project_dir,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT,
-        check=False,
+    completed = fork_server.run(  # the reader's command, in a fresh process
+        _command(block), cwd=project_dir, env=env, timeout=RUN_TIMEOUT
     )
     return pytest.RunResult(
         completed.returncode,
@@ -198,9 +195,10 @@ def _base_files(project: Project) -> list[Step]:
 class _ProjectRun:
     """One docs project being built and run in a pytester folder, step by step."""
 
-    def __init__(self, folder: Path, stack: ExitStack) -> None:
+    def __init__(self, folder: Path, stack: ExitStack, fork_server: ForkServer) -> None:
         self.folder = folder
         self.stack = stack
+        self.fork_server = fork_server
         self.last: pytest.RunResult | None = None
         self.written: set[str] = set()  # a project's own first write replaces its base's file
         self.pending: list[Block] = []  # output quoted before the command that prints it
@@ -215,7 +213,7 @@ class _ProjectRun:
         if step.directive.get("database") == "scratch":
             url = self.stack.enter_context(scratch_database())
             extra = _database_environment(step.directive, url)
-        self.last = _run(self.folder, step.block, _inner_environment(extra))
+        self.last = _run(self.folder, step.block, _inner_environment(extra), self.fork_server)
         for shown in self.pending:
             _assert_lines_in_order(shown, self.last)
         self.pending.clear()
@@ -228,13 +226,13 @@ class _ProjectRun:
             _assert_lines_in_order(step.block, self.last)
 
 
-def _build_and_run(project: Project, folder: Path) -> None:
+def _build_and_run(project: Project, folder: Path, fork_server: ForkServer) -> None:
     for module in sorted(project.requires):
         pytest.importorskip(module, reason=f"{project.id} needs {module} installed")
     for step in _base_files(project):
         _write(folder, step.block, step.directive["file"])
     with ExitStack() as stack:
-        run = _ProjectRun(folder, stack)
+        run = _ProjectRun(folder, stack, fork_server)
         for step in project.steps:
             if step.kind == "file":
                 run.write(step)
@@ -247,15 +245,20 @@ def _build_and_run(project: Project, folder: Path) -> None:
 
 
 @pytest.mark.parametrize("project", PROJECTS, ids=lambda project: project.id)
-def test_the_docs_project_runs_as_shown(project: Project, pytester: pytest.Pytester) -> None:
-    _build_and_run(project, pytester.path)
+def test_the_docs_project_runs_as_shown(
+    project: Project, pytester: pytest.Pytester, fork_server: ForkServer
+) -> None:
+    _build_and_run(project, pytester.path, fork_server)
 
 
 @pytest.mark.parametrize("migration", MIGRATIONS)
-def test_each_migration_runs_before_and_after(migration: str, pytester: pytest.Pytester) -> None:
+def test_each_migration_runs_before_and_after(
+    migration: str, pytester: pytest.Pytester, fork_server: ForkServer
+) -> None:
     """The hand-written conftest passes its tests, and so does the pgharness set-up replacing it."""
     for side in ("before", "after"):
-        _build_and_run(_project(MIGRATION_GUIDE, f"{migration}-{side}"), pytester.mkdir(side))
+        project = _project(MIGRATION_GUIDE, f"{migration}-{side}")
+        _build_and_run(project, pytester.mkdir(side), fork_server)
 
 
 def test_the_migration_guide_runs_every_project_in_a_pair() -> None:
