@@ -3,12 +3,13 @@ every such process makes.
 
 A fork server imports, once, what every pytest process with pgharness installed imports before
 the first ``conftest.py`` loads (pytest itself; SQLAlchemy and asyncpg, which pgharness's
-blocker hooks at that point): about a second of CPU per command on a 2-core machine, most of
-this suite's time. Each command is then a child forked from that server which becomes the
-command: its working directory, environment, ``sys.path`` and ``sys.argv`` as the command would
-have set them, its output in files, and an ordinary interpreter exit (``atexit`` handlers run,
-coverage data is saved). Nothing of pgharness, of a project or of pytest's configuration is
-loaded before the fork, so each command starts pgharness exactly as a new process does.
+blocker hooks at that point) and a few libraries most commands import next (``PRELOAD``):
+about a second of CPU per command on a 2-core machine, most of this suite's time. Each command
+is then a child forked from that server which becomes the command: its working directory,
+environment, ``sys.path`` and ``sys.argv`` as the command would have set them, its output in
+files, and an ordinary interpreter exit (``atexit`` handlers run, coverage data is saved).
+Nothing of pgharness, of a project or of pytest's configuration is loaded before the fork, so
+each command starts pgharness exactly as a new process does.
 
 A command it cannot reproduce exactly (not ``python -m pytest`` or the environment's ``pytest``
 script; an interpreter setting read at start-up, such as ``PYTHONWARNINGS``, differs from the
@@ -28,8 +29,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-#: Imported by the server: what a pytest process with pgharness imports before any conftest.
-PRELOAD = ("pytest", "sqlalchemy", "sqlalchemy.ext.asyncio", "asyncpg")
+#: Imported by the server: what a pytest process with pgharness imports before any conftest,
+#: and what most of this suite's commands import next (pytest-randomly imports NumPy when it
+#: is installed, the app clients import httpx). None of them has a pytest plugin: pytest
+#: would warn that such a module, already imported, cannot be rewritten.
+PRELOAD = ("pytest", "sqlalchemy", "sqlalchemy.ext.asyncio", "asyncpg", "httpx")
+PRELOAD_IF_INSTALLED = ("numpy",)
 
 _HERE = str(Path(__file__).resolve().parent)
 _BIN = Path(sys.executable).parent
@@ -54,9 +59,13 @@ def serve() -> None:
     """Run as the server: preload, then fork one child per request read from stdin."""
     import gc
     import importlib
+    import importlib.util
 
     for name in PRELOAD:
         importlib.import_module(name)
+    for name in PRELOAD_IF_INSTALLED:
+        if importlib.util.find_spec(name) is not None:
+            importlib.import_module(name)
     # What the children share stays out of their collections (pytest collects five times as a
     # run ends); they never free it either way.
     gc.freeze()
