@@ -55,7 +55,7 @@ def test_prices_move_between_calls(client: TestClient) -> None:
     token = _grant(client)["access_token"]
     before = _accounts(client, token).json()["accounts"][0]["positions"][0]
     later = []
-    # Two later calls: a quote that swings up and back can round to the same cent once.
+    # Two later calls: around a turn of the quote's curve, one of them can round to the same cent.
     for seconds in (5, 11):
         with shifted(timedelta(seconds=seconds)):
             later.append(_accounts(client, token).json()["accounts"][0]["positions"][0])

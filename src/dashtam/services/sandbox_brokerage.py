@@ -75,7 +75,8 @@ def _account_ids(family_id: uuid.UUID) -> list[str]:
 
 
 def _price(symbol: str, now: datetime) -> Decimal:
-    # About +-2%, changing every second: a brokerage's quotes move between two calls.
+    # About +-2%, moving with the clock: a brokerage's quotes move between two calls. Where the
+    # curve turns, two calls 5 s apart can round to the same cent (1 in 200 to 1 in 1,900).
     drift = math.sin(now.timestamp() / 7 + _digest(symbol) % 100) / 50
     return (_SECURITIES[symbol] * Decimal(1 + drift)).quantize(_CENT, rounding=ROUND_HALF_UP)
 
