@@ -2,15 +2,17 @@
 every such process makes.
 
 A fork server imports, once, what every pytest process with pgharness installed imports before
-the first ``conftest.py`` loads (pytest itself; SQLAlchemy and asyncpg, which pgharness's
-blocker hooks at that point) and a few libraries most commands import next (``PRELOAD``):
-about 0.7 s per command on a 2-core machine, which a run of this suite starts about a hundred
-times. Each command
+its first test (pytest itself; SQLAlchemy and asyncpg, which pgharness's blocker hooks before
+the first ``conftest.py``; psycopg, for pgharness's own server connection) and a few libraries
+most commands import next (``PRELOAD``): 0.47 s of imports per command on a 2-core machine
+(0.05 s of it psycopg), which a run of this suite starts about a hundred times. Each command
 is then a child forked from that server which becomes the command: its working directory,
 environment, ``sys.path`` and ``sys.argv`` as the command would have set them, its output in
 files, and an ordinary interpreter exit (``atexit`` handlers run, coverage data is saved).
 Nothing of pgharness, of a project or of pytest's configuration is loaded before the fork, so
-each command starts pgharness exactly as a new process does.
+each command starts pgharness as a new process does, except that psycopg is already imported:
+the blocker then hooks it at once instead of as it loads, a path the ``unforked`` fixture keeps
+tested in a new interpreter.
 
 A command it cannot reproduce exactly (not ``python -m pytest`` or the environment's ``pytest``
 script; an interpreter setting read at start-up, such as ``PYTHONWARNINGS``, differs from the
@@ -31,10 +33,14 @@ from pathlib import Path
 from typing import Any
 
 #: Imported by the server, those installed: what a pytest process with pgharness imports before
-#: any conftest, and what most of this suite's commands import next (pytest-randomly imports
+#: its first test, and what most of this suite's commands import next (pytest-randomly imports
 #: NumPy when it is installed, the app clients import httpx). None of them has a pytest plugin:
 #: pytest would warn that such a module, already imported, cannot be rewritten.
-PRELOAD = ("pytest", "sqlalchemy", "sqlalchemy.ext.asyncio", "asyncpg", "httpx", "numpy")
+PRELOAD = ("pytest", "sqlalchemy", "sqlalchemy.ext.asyncio", "asyncpg", "psycopg", "httpx", "numpy")
+#: Imported next, through pytest's assertion-rewriting hook, as a command's pytest would import
+#: them: FastAPI imports anyio, whose package pytest rewrites (anyio has a pytest plugin), so
+#: the command's pytest finds anyio rewritten, as in a new process, and has nothing to warn of.
+PRELOAD_REWRITING_PLUGINS = ("fastapi",)
 
 _HERE = str(Path(__file__).resolve().parent)
 _BIN = Path(sys.executable).parent
@@ -61,9 +67,15 @@ def serve() -> None:
     import importlib
     import importlib.util
 
+    import _traceback_ast
+
     for name in PRELOAD:
         if importlib.util.find_spec(name) is not None:
             importlib.import_module(name)
+    _import_rewriting_plugins(
+        [name for name in PRELOAD_REWRITING_PLUGINS if importlib.util.find_spec(name) is not None]
+    )
+    _traceback_ast.keep_parses()
     # What the children share stays out of their collections (pytest collects five times as a
     # run ends); they never free it either way.
     gc.freeze()
@@ -79,6 +91,51 @@ def serve() -> None:
         _reply({"pid": pid})
         _, status = os.waitpid(pid, 0)
         _reply({"status": os.waitstatus_to_exitcode(status)})
+
+
+class _PytestDefaults:
+    """What pytest's assertion-rewriting hook reads of a run's ``Config``, at pytest's defaults."""
+
+    def __init__(self) -> None:
+        from _pytest.assertion import AssertionState
+        from _pytest.assertion.rewrite import assertstate_key
+        from _pytest.stash import Stash
+        from pluggy._tracing import TagTracer
+
+        self.trace = TagTracer().get("config")
+        self.stash = Stash()
+        self.stash[assertstate_key] = AssertionState(self, "rewrite")  # type: ignore[arg-type]
+
+    def getini(self, name: str) -> object:
+        defaults = {"python_files": ["test_*.py", "*_test.py"], "enable_assertion_pass_hook": False}
+        return defaults[name]
+
+    def issue_config_time_warning(self, warning: Warning, stacklevel: int) -> None:
+        raise AssertionError(f"a module with a pytest plugin was preloaded: {warning}")
+
+
+def _import_rewriting_plugins(names: Sequence[str]) -> None:
+    """Import ``names`` with the packages of installed pytest plugins rewritten, as pytest does."""
+    import importlib
+    import importlib.metadata
+
+    from _pytest.assertion.rewrite import AssertionRewritingHook
+    from _pytest.config import _iter_rewritable_modules
+
+    hook = AssertionRewritingHook(_PytestDefaults())  # type: ignore[arg-type]
+    plugin_files = (
+        str(file)
+        for dist in importlib.metadata.distributions()
+        if any(entry.group == "pytest11" for entry in dist.entry_points)
+        for file in dist.files or []
+    )
+    hook.mark_rewrite(*_iter_rewritable_modules(plugin_files))
+    sys.meta_path.insert(0, hook)
+    try:
+        for name in names:
+            importlib.import_module(name)
+    finally:
+        sys.meta_path.remove(hook)
 
 
 def _reply(message: dict[str, Any]) -> None:

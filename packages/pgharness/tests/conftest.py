@@ -11,6 +11,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import _traceback_ast
+
 # Imported here, before any pytester snapshot of sys.modules: once an in-process inner run has
 # restored the snapshot, re-importing asyncpg's C extension crashes the interpreter, and
 # re-importing SQLAlchemy's PostgreSQL dialect registers its functions twice (SAWarning noise).
@@ -21,6 +23,9 @@ import sqlalchemy.dialects.postgresql
 import sqlalchemy.ext.asyncio  # noqa: F401
 from _forked_pytest import ForkServer
 from pgharness._embedded import EmbeddedServer, cache_dir, runtime_base
+
+# The in-process inner runs print many tracebacks through the same SQLAlchemy modules.
+_traceback_ast.keep_parses()
 
 #: The machine's PostgreSQL server (trust auth), used for the external-URL tests.
 EXTERNAL_URL = os.environ.get("PGHARNESS_TEST_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -125,6 +130,15 @@ def _forking_popen(pytester: pytest.Pytester, fork_server: ForkServer) -> Any:
         return original(cmdargs, stdout=stdout, stderr=stderr, stdin=stdin, **kw)
 
     return popen
+
+
+@pytest.fixture
+def unforked(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    """pytester whose ``runpytest_subprocess`` starts a new interpreter instead of forking the
+    preloaded server: for a test of what happens when a module is first imported after
+    pgharness started (the server has psycopg imported already)."""
+    monkeypatch.delattr(pytester, "popen")
+    return pytester
 
 
 @pytest.fixture

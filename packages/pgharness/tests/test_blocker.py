@@ -285,6 +285,37 @@ def test_drivers_bound_before_pgharness_started_are_blocked_too(
     dev.assert_untouched()
 
 
+def test_a_driver_first_imported_after_pgharness_started_is_hooked_as_it_loads(
+    unforked: pytest.Pytester, developer_database: DeveloperDatabase
+) -> None:
+    """In a new process psycopg is not imported yet when the blocker goes on (before the first
+    conftest.py loads): it is hooked the moment something imports it (pgharness's own server
+    connection, or the test), and the test's connection to the developer's database stops."""
+    dev = developer_database
+    _project(unforked, dev)
+    unforked.makeconftest(
+        """
+        import sys
+
+        assert "psycopg" not in sys.modules, "psycopg was imported before the blocker went on"
+        """
+    )
+    unforked.makepyfile(
+        test_late=f"""
+        def test_psycopg_imported_by_the_test(db):
+            import psycopg
+
+            psycopg.connect({dev.libpq_url!r})
+        """
+    )
+    result = unforked.runpytest_subprocess("-p", "no:randomly")
+    result.assert_outcomes(failed=1)
+    out = result.stdout.str()
+    assert "UnmanagedDatabaseError: pgharness stopped a connection" in out, out
+    assert "Opened by: psycopg.connect()." in out
+    dev.assert_untouched()
+
+
 def test_a_connection_made_while_conftest_imports_the_app_is_blocked(
     pytester: pytest.Pytester, developer_database: DeveloperDatabase
 ) -> None:
