@@ -4,8 +4,10 @@ every such process makes.
 A fork server imports, once, what every pytest process with pgharness installed imports before
 its first test (pytest itself; SQLAlchemy and asyncpg, which pgharness's blocker hooks before
 the first ``conftest.py``; psycopg, for pgharness's own server connection) and a few libraries
-most commands import next (``PRELOAD``): 0.47 s of imports per command on a 2-core machine
-(0.05 s of it psycopg), which a run of this suite starts about a hundred times. Each command
+most commands import next (``PRELOAD``; FastAPI, with anyio rewritten as pytest rewrites a
+plugin's package): 0.47 s of imports per command on a 2-core machine (0.05 s of it psycopg),
+and about 0.3 s more for a command that imports FastAPI, which a run of this suite starts about a
+hundred times. Each command
 is then a child forked from that server which becomes the command: its working directory,
 environment, ``sys.path`` and ``sys.argv`` as the command would have set them, its output in
 files, and an ordinary interpreter exit (``atexit`` handlers run, coverage data is saved).
