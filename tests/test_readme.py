@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -50,6 +51,19 @@ def test_the_two_commands_are_make_targets() -> None:
     assert "-m pytest tests" in dry_run.stdout
 
 
+def _wait_until_listening(server: subprocess.Popen[str], address: str, seconds: float = 30) -> None:
+    host, port = address.rsplit(":", 1)
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            socket.create_connection((host, int(port)), timeout=1).close()
+            return
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"dashtam serve never listened on {address} (exit {server.poll()})")
+            time.sleep(0.05)
+
+
 @pytest.fixture
 def served_dashtam(tmp_path: Path) -> Iterator[str]:
     """``dashtam serve --worker`` on a free port, as ``make run`` runs it; yields ``host:port``."""
@@ -66,12 +80,14 @@ def served_dashtam(tmp_path: Path) -> Iterator[str]:
     try:
         assert server.stderr is not None
         log: list[str] = []
-        for line in server.stderr:  # uvicorn says when it accepts requests
+        for line in server.stderr:  # uvicorn says when the app has started
             log.append(line)
             if "Application startup complete" in line:
                 break
         else:
             pytest.fail("dashtam serve exited before serving:\n" + "".join(log))
+        # uvicorn says so before it listens: a request sent at once can find the port closed.
+        _wait_until_listening(server, address)
         yield address
     finally:
         server.terminate()
