@@ -20,8 +20,6 @@ _parsed: dict[str, ast.AST] = {}
 def keep_parses() -> None:
     """From now on, ``getstatementrange_ast`` parses each distinct source once."""
     original = pytest_code.getstatementrange_ast
-    if getattr(original, "keeps_parses", False):
-        return
 
     def getstatementrange_ast(
         lineno: int, source: Any, assertion: bool = False, astnode: ast.AST | None = None
@@ -35,5 +33,4 @@ def keep_parses() -> None:
             return result
         return original(lineno, source, assertion, astnode)
 
-    getstatementrange_ast.keeps_parses = True  # type: ignore[attr-defined]
     pytest_code.getstatementrange_ast = getstatementrange_ast
