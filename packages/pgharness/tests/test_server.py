@@ -6,7 +6,10 @@ import importlib.util
 import os
 import re
 import shutil
+import subprocess
 import tempfile
+import threading
+import uuid
 from pathlib import Path
 
 import pytest
@@ -158,3 +161,51 @@ def test_the_embedded_server_starts_from_a_folder_only_root_may_enter(
         shutil.rmtree(private, ignore_errors=True)
         for mirror in set(Path("/var/tmp").glob("pgharness-0/pginstall-*")) - mirrors_before:
             shutil.rmtree(mirror, ignore_errors=True)
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() != 0 or shutil.which("useradd") is None,
+    reason="only root creates the user postgres runs as",
+)
+def test_workers_starting_at_once_on_a_new_machine_agree_on_the_user_postgres_runs_as(
+    runtime_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The xdist workers of a first run on a new machine: each finds no such user and creates
+    # it. Each hands its folders to the uid it sees then; that must stay the uid postgres runs as.
+    import pwd
+
+    from pgharness import _embedded
+
+    name = f"pgh_test_{uuid.uuid4().hex[:8]}"
+    monkeypatch.setattr(_embedded, "_SYSTEM_USER", name)
+    start = threading.Barrier(4)
+    seen: list[int] = []
+
+    def first_start() -> None:
+        start.wait()
+        user = _embedded._system_user()
+        assert user is not None
+        seen.append(pwd.getpwnam(user).pw_uid)
+
+    workers = [threading.Thread(target=first_start) for _ in range(4)]
+    try:
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        assert len(seen) == 4
+        assert set(seen) == {pwd.getpwnam(name).pw_uid}
+    finally:
+        subprocess.run(["userdel", name], check=False, capture_output=True)
+
+
+def test_a_runtime_folder_someone_else_made_first_is_refused_with_the_fix(tmp_path: Path) -> None:
+    from pgharness import ServerError
+    from pgharness._embedded import _refuse_if_not_ours
+
+    theirs = tmp_path / "pgh-0"
+    theirs.symlink_to(tmp_path)
+
+    with pytest.raises(ServerError, match=r"is a link\. Fix: .* set PGHARNESS_RUNTIME_DIR"):
+        _refuse_if_not_ours(theirs)
+    _refuse_if_not_ours(tmp_path)  # our own folder passes

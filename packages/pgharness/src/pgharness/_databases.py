@@ -319,7 +319,11 @@ class DatabasePool:
         conn = self._address.connect()
         # Held by every connection of the run: the run counts as dead only once the server has
         # ended all of them (a statement of a killed client still finishes).
-        hold_run_lock(conn, self._run)
+        try:
+            hold_run_lock(conn, self._run)
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     def _create_loop(self) -> None:

@@ -146,14 +146,25 @@ def _system_user() -> str | None:
     try:
         pwd.getpwnam(_SYSTEM_USER)
     except KeyError:
-        result = _run(["useradd", "--system", "-s", "/bin/false", _SYSTEM_USER], None)
-        if result.returncode != 0 and "already exists" not in result.stderr:
-            raise ServerError(
-                f"pgharness runs as root and could not create the unprivileged user "
-                f"{_SYSTEM_USER!r} that PostgreSQL must run as ({result.stderr.strip()}). "
-                f"Fix: create that user, run pytest as a normal user, or set pgharness_url."
-            ) from None
+        # One process at a time: two useradd calls at once (the xdist workers of a first run)
+        # can both succeed, the second rewriting the first's entry with another uid, and a
+        # worker that gave its folders to the first uid then runs initdb as the second.
+        with FileLock(str(runtime_base() / "system-user.lock")):
+            try:
+                pwd.getpwnam(_SYSTEM_USER)
+            except KeyError:
+                _create_system_user()
     return _SYSTEM_USER
+
+
+def _create_system_user() -> None:
+    result = _run(["useradd", "--system", "-s", "/bin/false", _SYSTEM_USER], None)
+    if result.returncode != 0 and "already exists" not in result.stderr:
+        raise ServerError(
+            f"pgharness runs as root and could not create the unprivileged user "
+            f"{_SYSTEM_USER!r} that PostgreSQL must run as ({result.stderr.strip()}). "
+            f"Fix: create that user, run pytest as a normal user, or set pgharness_url."
+        ) from None
 
 
 def _chown_tree(path: Path, user: str | None) -> None:
@@ -215,7 +226,21 @@ def runtime_base() -> Path:
         tmp = Path("/tmp")  # noqa: S108  (short path for the socket; the run dir is 0700)
     base = tmp / f"pgh-{os.getuid() if hasattr(os, 'getuid') else 0}"
     base.mkdir(mode=0o755, exist_ok=True)
+    _refuse_if_not_ours(base)
     return base
+
+
+def _refuse_if_not_ours(base: Path) -> None:
+    # The name is predictable and the parent world-writable: whoever made the folder first
+    # could replace what a run puts in it (its data directory, its socket).
+    if not hasattr(os, "getuid"):
+        return
+    info = base.lstat()
+    if stat.S_ISLNK(info.st_mode) or info.st_uid != os.getuid():
+        raise ServerError(
+            f"pgharness keeps its embedded servers in {base}, which another user owns or which "
+            f"is a link. Fix: remove it, or set {RUNTIME_DIR_ENV} to a folder of your own."
+        )
 
 
 # --- process identity (a pid alone may be reused after a crash) --------------------------
