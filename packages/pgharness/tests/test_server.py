@@ -199,13 +199,13 @@ def test_workers_starting_at_once_on_a_new_machine_agree_on_the_user_postgres_ru
         subprocess.run(["userdel", name], check=False, capture_output=True)
 
 
-def test_a_runtime_folder_someone_else_made_first_is_refused_with_the_fix(tmp_path: Path) -> None:
+def test_a_shared_folder_someone_else_made_first_is_refused_with_the_fix(tmp_path: Path) -> None:
     from pgharness import ServerError
-    from pgharness._embedded import _refuse_if_not_ours
+    from pgharness._embedded import _own_folder
 
     theirs = tmp_path / "pgh-0"
     theirs.symlink_to(tmp_path)
 
-    with pytest.raises(ServerError, match=r"is a link\. Fix: .* set PGHARNESS_RUNTIME_DIR"):
-        _refuse_if_not_ours(theirs)
-    _refuse_if_not_ours(tmp_path)  # our own folder passes
+    with pytest.raises(ServerError, match=r"is a link\. Fix: remove it\.$"):
+        _own_folder(theirs, "remove it")
+    assert _own_folder(tmp_path / "ours", "remove it").is_dir()

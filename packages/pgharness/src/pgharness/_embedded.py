@@ -119,8 +119,7 @@ def _shared_base() -> Path:
     if not tmp.is_dir():
         tmp = Path(tempfile.gettempdir())
     base = tmp / f"pgharness-{os.getuid() if hasattr(os, 'getuid') else 0}"
-    base.mkdir(mode=0o755, exist_ok=True)
-    return base
+    return _own_folder(base, "remove it")
 
 
 def _link_or_copy(source: str, target: str) -> None:
@@ -149,7 +148,7 @@ def _system_user() -> str | None:
         # One process at a time: two useradd calls at once (the xdist workers of a first run)
         # can both succeed, the second rewriting the first's entry with another uid, and a
         # worker that gave its folders to the first uid then runs initdb as the second.
-        with FileLock(str(runtime_base() / "system-user.lock")):
+        with FileLock(str(_shared_base() / "system-user.lock")):
             try:
                 pwd.getpwnam(_SYSTEM_USER)
             except KeyError:
@@ -225,22 +224,24 @@ def runtime_base() -> Path:
     if len(str(tmp)) > 40:
         tmp = Path("/tmp")  # noqa: S108  (short path for the socket; the run dir is 0700)
     base = tmp / f"pgh-{os.getuid() if hasattr(os, 'getuid') else 0}"
-    base.mkdir(mode=0o755, exist_ok=True)
-    _refuse_if_not_ours(base)
-    return base
+    return _own_folder(base, f"remove it, or set {RUNTIME_DIR_ENV} to a folder of your own")
 
 
-def _refuse_if_not_ours(base: Path) -> None:
-    # The name is predictable and the parent world-writable: whoever made the folder first
-    # could replace what a run puts in it (its data directory, its socket).
-    if not hasattr(os, "getuid"):
-        return
-    info = base.lstat()
-    if stat.S_ISLNK(info.st_mode) or info.st_uid != os.getuid():
-        raise ServerError(
-            f"pgharness keeps its embedded servers in {base}, which another user owns or which "
-            f"is a link. Fix: remove it, or set {RUNTIME_DIR_ENV} to a folder of your own."
-        )
+def _own_folder(path: Path, fix: str) -> Path:
+    """``path``, made if missing, refused unless this user made it.
+
+    Its name is predictable and its parent world-writable: whoever made it first could
+    replace what a run puts in it (a data directory, a socket, the mirrored binaries).
+    """
+    path.mkdir(mode=0o755, exist_ok=True)
+    if hasattr(os, "getuid"):
+        info = path.lstat()
+        if stat.S_ISLNK(info.st_mode) or info.st_uid != os.getuid():
+            raise ServerError(
+                f"pgharness keeps its embedded servers' files in {path}, which another user "
+                f"owns or which is a link. Fix: {fix}."
+            )
+    return path
 
 
 # --- process identity (a pid alone may be reused after a crash) --------------------------
