@@ -2,19 +2,22 @@
 every such process makes.
 
 A fork server imports, once, what every pytest process with pgharness installed imports before
-its first test (pytest itself; SQLAlchemy and asyncpg, which pgharness's blocker hooks before
-the first ``conftest.py``; psycopg, for pgharness's own server connection) and a few libraries
-most commands import next (``PRELOAD``; FastAPI, with anyio rewritten as pytest rewrites a
-plugin's package): 0.47 s of imports per command on a 2-core machine (0.05 s of it psycopg),
-and about 0.3 s more for a command that imports FastAPI, which a run of this suite starts about a
-hundred times. Each command
-is then a child forked from that server which becomes the command: its working directory,
-environment, ``sys.path`` and ``sys.argv`` as the command would have set them, its output in
-files, and an ordinary interpreter exit (``atexit`` handlers run, coverage data is saved).
-Nothing of pgharness, of a project or of pytest's configuration is loaded before the fork, so
-each command starts pgharness as a new process does, except that psycopg is already imported:
-the blocker then hooks it at once instead of as it loads, a path the ``unforked`` fixture keeps
-tested in a new interpreter.
+its first test: pytest itself; SQLAlchemy and asyncpg, which pgharness's blocker hooks before
+the first ``conftest.py``; psycopg, for pgharness's own server connection; the modules of the
+installed pytest plugins the commands leave enabled (pgharness's own among them), imported
+through pytest's assertion-rewriting hook as a command's pytest imports them; and a few
+libraries most commands import next (``PRELOAD``; FastAPI, with anyio rewritten as pytest
+rewrites a plugin's package). It also parses, for pytest's tracebacks, the modules the commands'
+failures show most (``PARSE_AHEAD``). On a 2-core machine that saves each command 0.47 s of
+library imports (0.05 s of it psycopg), about 0.3 s more for one that imports FastAPI, and the
+plugins' imports and parses that were a tenth of this suite's CPU; a run starts a few hundred
+commands. Each command is then a child forked from that server which becomes the command: its
+working directory, environment, ``sys.path`` and ``sys.argv`` as the command would have set
+them, its output in files, and an ordinary interpreter exit (``atexit`` handlers run, coverage
+data is saved). Nothing of a project or of pytest's configuration is loaded before the fork,
+and importing pgharness only defines things: each command configures and starts pgharness as a
+new process does, except that psycopg is already imported, so the blocker hooks it at once
+instead of as it loads, a path the ``unforked`` fixture keeps tested in a new interpreter.
 
 A command it cannot reproduce exactly (not ``python -m pytest`` or the environment's ``pytest``
 script; an interpreter setting read at start-up, such as ``PYTHONWARNINGS``, differs from the
@@ -43,6 +46,30 @@ PRELOAD = ("pytest", "sqlalchemy", "sqlalchemy.ext.asyncio", "asyncpg", "psycopg
 #: them: FastAPI imports anyio, whose package pytest rewrites (anyio has a pytest plugin), so
 #: the command's pytest finds anyio rewritten, as in a new process, and has nothing to warn of.
 PRELOAD_REWRITING_PLUGINS = ("fastapi",)
+#: Parsed by the server for pytest's tracebacks (``_traceback_ast``): the modules whose frames
+#: the commands' failures show most, each parsed again by a child otherwise (10-30 times a run).
+PARSE_AHEAD = (
+    "sqlalchemy.util.concurrency",
+    "sqlalchemy.engine.base",
+    "sqlalchemy.engine.default",
+    "sqlalchemy.orm.session",
+    "sqlalchemy.orm.loading",
+    "sqlalchemy.orm.context",
+    "sqlalchemy.orm.attributes",
+    "sqlalchemy.orm.state_changes",
+    "sqlalchemy.sql.elements",
+    "sqlalchemy.connectors.asyncio",
+    "sqlalchemy.dialects.postgresql.asyncpg",
+    "sqlalchemy.ext.asyncio.session",
+    "asyncpg.connection",
+    "asyncpg.transaction",
+    "pluggy._manager",
+    "pluggy._caller",
+    "_pytest.config",
+    "_pytest.main",
+    "_pytest.logging",
+    "_pytest.cacheprovider",
+)
 
 _HERE = str(Path(__file__).resolve().parent)
 _BIN = Path(sys.executable).parent
@@ -75,9 +102,11 @@ def serve() -> None:
         if importlib.util.find_spec(name) is not None:
             importlib.import_module(name)
     _import_rewriting_plugins(
-        [name for name in PRELOAD_REWRITING_PLUGINS if importlib.util.find_spec(name) is not None]
+        [name for name in PRELOAD_REWRITING_PLUGINS if importlib.util.find_spec(name) is not None],
+        _enabled_plugin_modules(),
     )
     _traceback_ast.keep_parses()
+    _traceback_ast.parse_ahead(PARSE_AHEAD)
     # What the children share stays out of their collections (pytest collects five times as a
     # run ends); they never free it either way.
     gc.freeze()
@@ -93,6 +122,29 @@ def serve() -> None:
         _reply({"pid": pid})
         _, status = os.waitpid(pid, 0)
         _reply({"status": os.waitstatus_to_exitcode(status)})
+
+
+def _enabled_plugin_modules() -> list[str]:
+    """The modules of the installed pytest plugins that the commands' ``PYTEST_ADDOPTS`` leaves
+    enabled: each command's pytest imports them all (pgharness's among them) before reading
+    its arguments."""
+    import importlib.metadata
+    import itertools
+    import shlex
+
+    words = shlex.split(os.environ.get("PYTEST_ADDOPTS", ""))
+    disabled = {
+        value.removeprefix("no:")
+        for option, value in itertools.pairwise(words)
+        if option == "-p" and value.startswith("no:")
+    }
+    return sorted(
+        {
+            entry.module
+            for entry in importlib.metadata.entry_points(group="pytest11")
+            if entry.name not in disabled
+        }
+    )
 
 
 class _PytestDefaults:
@@ -116,8 +168,12 @@ class _PytestDefaults:
         raise AssertionError(f"a module with a pytest plugin was preloaded: {warning}")
 
 
-def _import_rewriting_plugins(names: Sequence[str]) -> None:
-    """Import ``names`` with the packages of installed pytest plugins rewritten, as pytest does."""
+def _import_rewriting_plugins(names: Sequence[str], plugins: Sequence[str]) -> None:
+    """Import ``names``, then the ``plugins`` modules, with the packages of installed pytest
+    plugins rewritten, as pytest does. A plugin's own package is rewritten even where its
+    installation does not list its files (an editable install): a command's pytest may still
+    mark it, from a ``-p`` option or a build's ``egg-info`` on ``sys.path``, and it must then
+    find it rewritten, not warn."""
     import importlib
     import importlib.metadata
 
@@ -132,9 +188,10 @@ def _import_rewriting_plugins(names: Sequence[str]) -> None:
         for file in dist.files or []
     )
     hook.mark_rewrite(*_iter_rewritable_modules(plugin_files))
+    hook.mark_rewrite(*{plugin.split(".")[0] for plugin in plugins})
     sys.meta_path.insert(0, hook)
     try:
-        for name in names:
+        for name in [*names, *plugins]:
             importlib.import_module(name)
     finally:
         sys.meta_path.remove(hook)

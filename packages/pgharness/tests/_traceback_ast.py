@@ -10,6 +10,7 @@ prints does not change.
 from __future__ import annotations
 
 import ast
+from collections.abc import Iterable
 from typing import Any
 
 import _pytest._code.code as pytest_code
@@ -34,3 +35,21 @@ def keep_parses() -> None:
         return original(lineno, source, assertion, astnode)
 
     pytest_code.getstatementrange_ast = getstatementrange_ast
+
+
+def parse_ahead(module_names: Iterable[str]) -> None:
+    """Parse the sources of ``module_names`` now, keyed as pytest will ask for them: for a fork
+    server, whose children would each parse them again for their first traceback."""
+    import importlib
+    import warnings
+
+    from _pytest._code.source import findsource
+
+    for name in module_names:
+        source, _ = findsource(importlib.import_module(name))
+        if source is None:
+            continue
+        text = str(source)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # as pytest parses: no warnings of the source's own
+            _parsed.setdefault(text, ast.parse(text, "source", "exec"))
