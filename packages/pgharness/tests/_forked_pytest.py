@@ -350,6 +350,8 @@ class ForkServer:
             assert self._process.stdin is not None
             self._process.stdin.close()
             self._process.wait(timeout=30)
+            if self._process.stdout is not None:
+                self._process.stdout.close()
             self._process = None
 
     @staticmethod

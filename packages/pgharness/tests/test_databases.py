@@ -185,6 +185,8 @@ class BlockedRun:
     def kill(self) -> None:
         os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
 
     def release(self) -> str:
         try:
