@@ -5,6 +5,8 @@
 - ``server``: pgharness's own server objects, for a URL or ``embedded``.
 - ``drop_project_templates``: removes the templates pgharness built for a script's temporary
   projects, which no later run could reuse.
+- ``wait_until_ready``: waits until a started ``dashtam serve`` answers ``/health/ready``
+  (also used by Dashtam's README test).
 """
 
 from __future__ import annotations
@@ -189,3 +191,22 @@ def settle(admin: Any) -> None:
     # A non-superuser simply cannot: the runs stand as they are.
     with contextlib.suppress(Exception):
         admin.execute("CHECKPOINT")
+
+
+def wait_until_ready(base: str, server: subprocess.Popen[Any], seconds: float) -> None:
+    """Return once ``dashtam serve`` at ``base`` answers ``/health/ready`` with 200 (listening,
+    its database reachable and migrated); raise ``RuntimeError`` if it exits or ``seconds`` pass.
+    """
+    import httpx
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"dashtam serve at {base} exited early (exit {server.returncode})")
+        try:
+            if httpx.get(f"{base}/health/ready", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"dashtam serve at {base} was not ready within {seconds:g} s")

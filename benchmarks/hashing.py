@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 
+import _support
 import httpx
 
 PASSWORD = "correct horse battery staple"
@@ -60,20 +61,6 @@ async def _measure(base: str, burst: int) -> tuple[list[float], list[float]]:
         return idle, during
 
 
-def _wait_until_live(base: str, server: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError("dashtam serve exited early")
-        try:
-            if httpx.get(f"{base}/health/ready", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError("dashtam serve was not ready within 120 s")
-
-
 def _ms(values: list[float], fraction: float) -> str:
     ordered = sorted(values)
     return f"{ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] * 1000:.1f}"
@@ -97,7 +84,7 @@ def main() -> int:
             stderr=subprocess.DEVNULL,
         )
         try:
-            _wait_until_live(base, server)
+            _support.wait_until_ready(base, server, 120)
             idle, during = asyncio.run(_measure(base, args.burst))
         finally:
             server.terminate()

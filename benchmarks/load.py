@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import _support
 import httpx
 import psycopg
 
@@ -117,18 +118,12 @@ def _start_service(
         stderr=subprocess.STDOUT,
         cwd=log.parent,
     )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"dashtam serve exited early; see {log}")
-        try:
-            if httpx.get(f"{base}/health/ready", timeout=1).status_code == 200:
-                return process, base
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    process.terminate()
-    raise RuntimeError(f"dashtam serve was not ready within 60 s; see {log}")
+    try:
+        _support.wait_until_ready(base, process, 60)
+    except RuntimeError as exc:
+        process.terminate()
+        raise RuntimeError(f"{exc}; see {log}") from None
+    return process, base
 
 
 async def _timed(run: Run, call: str, request: Any, provider: str = "") -> httpx.Response | None:

@@ -12,13 +12,12 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
+from benchmarks._support import wait_until_ready
 from tests.support.environment import user_environment
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -52,19 +51,6 @@ def test_the_two_commands_are_make_targets() -> None:
     assert "-m pytest tests" in dry_run.stdout
 
 
-def _wait_until_ready(server: subprocess.Popen[str], address: str, seconds: float = 30) -> None:
-    """Until ``/health/ready`` answers 200, as the benchmarks wait for ``dashtam serve``."""
-    deadline = time.monotonic() + seconds
-    while server.poll() is None and time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://{address}/health/ready", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    pytest.fail(f"dashtam serve was not ready on {address} (exit {server.poll()})")
-
-
 @pytest.fixture
 def served_dashtam(tmp_path: Path) -> Iterator[str]:
     """``dashtam serve --worker`` on a free port, as ``make run`` runs it; yields ``host:port``."""
@@ -88,7 +74,10 @@ def served_dashtam(tmp_path: Path) -> Iterator[str]:
         else:
             pytest.fail("dashtam serve exited before serving:\n" + "".join(log))
         # uvicorn says so before it listens: a request sent at once can find the port closed.
-        _wait_until_ready(server, address)
+        try:
+            wait_until_ready(f"http://{address}", server, 30)
+        except RuntimeError as exc:
+            pytest.fail(str(exc))
         yield address
     finally:
         server.terminate()
