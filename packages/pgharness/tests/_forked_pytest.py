@@ -9,15 +9,16 @@ through pytest's assertion-rewriting hook as a command's pytest imports them; an
 libraries most commands import next (``PRELOAD``; FastAPI, with anyio rewritten as pytest
 rewrites a plugin's package). It also parses, for pytest's tracebacks, the modules the commands'
 failures show most (``PARSE_AHEAD``). On a 2-core machine that saves each command 0.47 s of
-library imports (0.05 s of it psycopg), about 0.3 s more for one that imports FastAPI, and the
-plugins' imports and parses that were a tenth of this suite's CPU; a run starts a few hundred
-commands. Each command is then a child forked from that server which becomes the command: its
-working directory, environment, ``sys.path`` and ``sys.argv`` as the command would have set
-them, its output in files, and an ordinary interpreter exit (``atexit`` handlers run, coverage
-data is saved). Nothing of a project or of pytest's configuration is loaded before the fork,
-and importing pgharness only defines things: each command configures and starts pgharness as a
-new process does, except that psycopg is already imported, so the blocker hooks it at once
-instead of as it loads, a path the ``unforked`` fixture keeps tested in a new interpreter.
+library imports (0.05 s of it psycopg) and about 0.3 s more for one that imports FastAPI; the
+plugins' imports and the parses ahead took a further 2-3% off this suite's CPU, measured side by
+side (a run starts a few hundred commands). Each command is then a child forked from that server
+which becomes the command: its working directory, environment, ``sys.path`` and ``sys.argv`` as
+the command would have set them, its output in files, and an ordinary interpreter exit
+(``atexit`` handlers run, coverage data is saved). Nothing of a project or of pytest's
+configuration is loaded before the fork, and importing pgharness only defines things: each
+command configures and starts pgharness as a new process does, except that psycopg is already
+imported, so the blocker hooks it at once instead of as it loads, a path the ``unforked``
+fixture keeps tested in a new interpreter.
 
 A command it cannot reproduce exactly (not ``python -m pytest`` or the environment's ``pytest``
 script; an interpreter setting read at start-up, such as ``PYTHONWARNINGS``, differs from the
@@ -47,7 +48,8 @@ PRELOAD = ("pytest", "sqlalchemy", "sqlalchemy.ext.asyncio", "asyncpg", "psycopg
 #: the command's pytest finds anyio rewritten, as in a new process, and has nothing to warn of.
 PRELOAD_REWRITING_PLUGINS = ("fastapi",)
 #: Parsed by the server for pytest's tracebacks (``_traceback_ast``): the modules whose frames
-#: the commands' failures show most, each parsed again by a child otherwise (10-30 times a run).
+#: the commands' failures show most, each parsed again by a child otherwise (8 to 29 times in a
+#: run of this suite, counted before they were parsed ahead).
 PARSE_AHEAD = (
     "sqlalchemy.util.concurrency",
     "sqlalchemy.engine.base",

@@ -203,9 +203,20 @@ def test_a_shared_folder_someone_else_made_first_is_refused_with_the_fix(tmp_pat
     from pgharness import ServerError
     from pgharness._embedded import _own_folder
 
-    theirs = tmp_path / "pgh-0"
-    theirs.symlink_to(tmp_path)
+    linked = tmp_path / "pgh-linked"
+    linked.symlink_to(tmp_path)
+    dangling = tmp_path / "pgh-dangling"
+    dangling.symlink_to(tmp_path / "gone")
 
-    with pytest.raises(ServerError, match=r"is a link\. Fix: remove it\.$"):
-        _own_folder(theirs, "remove it")
+    for theirs in (linked, dangling):
+        with pytest.raises(ServerError, match=r"is a link\. Fix: remove it\.$"):
+            _own_folder(theirs, "remove it")
+    assert not (tmp_path / "gone").exists()
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        owned = tmp_path / "pgh-owned"
+        owned.mkdir()
+        os.chown(owned, 65534, 65534)  # nobody
+        with pytest.raises(ServerError, match=r"which another user owns or which is a link"):
+            _own_folder(owned, "remove it")
     assert _own_folder(tmp_path / "ours", "remove it").is_dir()
+    assert _own_folder(tmp_path / "ours", "remove it").is_dir()  # found the second time

@@ -233,7 +233,8 @@ def _own_folder(path: Path, fix: str) -> Path:
     Its name is predictable and its parent world-writable: whoever made it first could
     replace what a run puts in it (a data directory, a socket, the mirrored binaries).
     """
-    path.mkdir(mode=0o755, exist_ok=True)
+    with contextlib.suppress(FileExistsError):  # a link, even a dangling one, is refused below
+        path.mkdir(mode=0o755)
     if hasattr(os, "getuid"):
         info = path.lstat()
         if stat.S_ISLNK(info.st_mode) or info.st_uid != os.getuid():
